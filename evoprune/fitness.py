@@ -1,0 +1,127 @@
+"""Fitness as a library: genomes (or any model) in, Objectives out; teacher outputs computed once."""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from .config import Config
+from .data import TaskData, load_data
+from .evaluators.sequential import SequentialEvaluator, kd_finetune
+from .genome import Genome
+from .importance import build_space
+from .metrics import count_macs, count_params, logits_of, top1
+from .objectives import Objectives
+from .parent import get_parent
+from .prune import materialise
+from .space import SearchSpace
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("fitness.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+class Fitness:
+    """Evaluates genomes of one parent: short KD fine-tune, validation accuracy, size.
+
+    Fitness depends only on the genome and the config's seed (every individual sees the same
+    fixed batches), so results are cached by genome key and reproducible in any order.
+    """
+
+    def __init__(self, cfg: Config, data: TaskData, parent: nn.Module, space: SearchSpace,
+                 parent_meta: dict | None = None):
+        self.cfg = cfg
+        self.data = data
+        self.space = space
+        self.device = resolve_device(cfg.fitness.device)
+        self.parent = parent.to(self.device).eval()
+        self.parent_meta = dict(parent_meta or {})
+        self.example_input = data.example_input().to(self.device)
+        self.cache: dict[str, Objectives] = {}
+        self._stage(cfg)
+        self.parent_n_params = count_params(self.parent)
+        self.parent_macs = count_macs(self.parent, self.example_input)
+        self.parent_accuracy = top1(logits_of(self.parent, self.val_x), self.val_y.cpu())
+        self.evaluator = SequentialEvaluator(self)
+
+    def _stage(self, cfg: Config) -> None:
+        """Fix the fine-tune subset, its batch plan and the teacher's outputs, on the device, once."""
+        gen = torch.Generator().manual_seed(cfg.seed + 17)
+        n_train = len(self.data.train_y)
+        subset = torch.randperm(n_train, generator=gen)[: min(cfg.fitness.finetune_samples, n_train)]
+        self.ft_x = self.data.train_x[subset].to(self.device)
+        self.ft_y = self.data.train_y[subset].to(self.device)
+        self.ft_teacher = logits_of(self.parent, self.ft_x).to(self.device)
+        # Batch plan: successive shuffles of the subset, cut into `steps` batches.
+        batch, need = min(cfg.fitness.batch_size, len(subset)), cfg.fitness.steps * min(cfg.fitness.batch_size, len(subset))
+        order = [torch.randperm(len(subset), generator=gen) for _ in range(math.ceil(need / len(subset)))]
+        flat = torch.cat(order)[:need] if order else torch.zeros(0, dtype=torch.long)
+        self.plan = flat.view(cfg.fitness.steps, batch).to(self.device)
+        n_val = cfg.fitness.val_samples or len(self.data.val_y)
+        self.val_x = self.data.val_x[:n_val].to(self.device)
+        self.val_y = self.data.val_y[:n_val].to(self.device)
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Fine-tune batch number `step`: inputs, labels, teacher logits (all on the device)."""
+        idx = self.plan[step]
+        return self.ft_x[idx], self.ft_y[idx], self.ft_teacher[idx]
+
+    def score(self, model: nn.Module, kd_loss: float, finite: bool, seconds: float) -> Objectives:
+        """Objectives of a (fine-tuned) model: validation accuracy and size against the parent."""
+        n_params = count_params(model)
+        macs = count_macs(model, self.example_input)
+        params_ratio, macs_ratio = n_params / self.parent_n_params, macs / self.parent_macs
+        size_ratio = params_ratio if self.cfg.search.size_metric == "params" else macs_ratio
+        acc = top1(logits_of(model, self.val_x), self.val_y.cpu()) if finite else 0.0
+        return Objectives(acc, n_params, macs, size_ratio, params_ratio, macs_ratio, kd_loss,
+                          seconds, "ok" if finite else "nonfinite")
+
+    def __call__(self, genomes: Iterable[Genome], on_done: Callable[[int], None] | None = None) -> list[Objectives]:
+        """Objectives for each genome (in order); already-evaluated genomes come from the cache."""
+        genomes = list(genomes)
+        for g in genomes:
+            self.space.validate(g)
+        todo: dict[str, Genome] = {}
+        for g in genomes:
+            if g.key() not in self.cache:
+                todo.setdefault(g.key(), g)
+        if todo:
+            results = self.evaluator.evaluate(list(todo.values()), on_done)
+            self.cache.update(zip(todo, results))
+        return [self.cache[g.key()] for g in genomes]
+
+    def evaluate_model(self, model: nn.Module, finetune: bool = False) -> Objectives:
+        """Objectives of any model for this task; `finetune` runs the same KD fine-tune on a copy."""
+        start = time.perf_counter()
+        model = copy.deepcopy(model).to(self.device) if finetune else model.to(self.device)
+        kd_loss, finite = kd_finetune(model, self) if finetune else (float("nan"), True)
+        return self.score(model, kd_loss, finite, time.perf_counter() - start)
+
+    def subnet(self, genome: Genome) -> nn.Module:
+        """The pruned (not fine-tuned) model of a genome."""
+        self.space.validate(genome)
+        return materialise(self.parent, genome, self.example_input)
+
+    def parent_summary(self) -> dict:
+        return {"accuracy": self.parent_accuracy, "n_params": self.parent_n_params, "macs": self.parent_macs}
+
+
+def build_fitness(cfg: Config, run_dir: str | Path | None = None, progress: bool = True) -> Fitness:
+    """Data loaded, parent trained (or loaded / cached in `run_dir`), search space traced."""
+    torch.manual_seed(cfg.seed)
+    data = load_data(cfg.data, cfg.seed)
+    parent, meta = get_parent(cfg, data, run_dir, progress=progress)
+    gen = torch.Generator().manual_seed(cfg.seed + 29)
+    calib = torch.randperm(len(data.train_y), generator=gen)[:256]
+    space = build_space(parent, data.example_input(), cfg.space, cfg.population.criteria,
+                        data.train_x[calib], data.train_y[calib])
+    return Fitness(cfg, data, parent, space, meta)

@@ -1,0 +1,34 @@
+"""Genome -> structurally pruned nn.Module; the parent is deep-copied and never touched."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .genome import Genome
+from .groups import build_graph, prunable_groups
+
+
+def materialise(parent: nn.Module, genome: Genome, example_input: torch.Tensor) -> nn.Module:
+    """A copy of `parent` with each group's channels outside `genome[group]` really removed.
+
+    Every group is pruned through a graph built on the copy: torch-pruning takes the indices to
+    *remove*. Groups prune disjoint output channels, so one group's pruning does not renumber
+    another's kept indices (they stay in the parent's coordinates).
+    """
+    model = copy.deepcopy(parent)
+    device = next(model.parameters()).device
+    graph = build_graph(model, example_input.to(device))
+    groups = dict(prunable_groups(model, graph))
+    if set(groups) != set(genome):
+        raise ValueError(f"genome groups {sorted(genome)} do not match the parent's groups {sorted(groups)}")
+    for name, kept in genome.items():
+        group = groups[name]
+        n_channels = len(group[0].idxs)
+        remove = sorted(set(range(n_channels)) - set(kept))
+        if len(remove) >= n_channels:
+            raise ValueError(f"group {name}: a genome must keep at least one channel")
+        if remove:
+            group.prune(idxs=remove)
+    return model
