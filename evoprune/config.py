@@ -68,9 +68,9 @@ class PopulationConfig:
 @dataclass
 class SearchConfig:
     mode: Literal["pareto", "scalar"] = _f("pareto", doc="`pareto`: NSGA-II; `scalar`: accuracy - lambda*size, tournament GA")
-    population: int = _f(16, lo=2, doc="individuals kept each generation (mu)")
-    offspring: int = _f(16, lo=1, doc="children made each generation (lambda)")
-    generations: int = _f(6, lo=0, doc="generations after the initial population")
+    population: int = _f(24, lo=2, doc="individuals kept each generation (mu)")
+    offspring: int = _f(24, lo=1, doc="children made each generation (lambda)")
+    generations: int = _f(12, lo=0, doc="generations after the initial population")
     max_evaluations: int = _f(0, lo=0, doc="stop after this many fitness evaluations (0: no limit)")
     size_metric: Literal["params", "macs"] = _f("params", doc="size objective")
     crossover: Literal["uniform", "one_point", "two_point"] = _f("uniform", doc="layer-swap crossover over groups")
@@ -83,12 +83,13 @@ class SearchConfig:
 
 @dataclass
 class FitnessConfig:
-    steps: int = _f(30, lo=0, doc="KD fine-tune steps per individual (0: no fine-tune)")
+    steps: int = _f(40, lo=0, doc="KD fine-tune steps per individual (0: no fine-tune)")
     batch_size: int = _f(64, lo=1, doc="fine-tune batch size")
     optimizer: Literal["sgd", "adam", "adamw"] = _f("sgd", doc="fine-tune optimiser")
     lr: float = _f(0.02, lo=0, lo_open=True, doc="fine-tune learning rate")
     momentum: float = _f(0.9, lo=0, hi=1, hi_open=True, doc="SGD momentum")
     weight_decay: float = _f(0.0, lo=0, doc="fine-tune weight decay")
+    grad_clip: float = _f(0.0, lo=0, doc="clip the gradient norm at this value (0: no clipping)")
     temperature: float = _f(4.0, lo=0, lo_open=True, doc="KD softmax temperature")
     alpha: float = _f(0.9, lo=0, hi=1, doc="weight of the soft (teacher) term; 1 - alpha on the labels")
     finetune_samples: int = _f(1024, lo=1, doc="size of the fixed fine-tune subset of train")

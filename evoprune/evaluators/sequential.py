@@ -45,6 +45,8 @@ def kd_finetune(model: nn.Module, fitness: "Fitness") -> tuple[float, bool]:
             return float("nan"), False
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         if step >= cfg.steps - tail:
             losses.append(loss.detach())

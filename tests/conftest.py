@@ -1,0 +1,29 @@
+"""Shared fixtures: a tiny config and a tiny fitness (digits, a width-8 parent, a few steps)."""
+from __future__ import annotations
+
+import pytest
+
+from evoprune import build_fitness, load_config
+
+# Small enough that a whole search runs in seconds on 2 CPU cores.
+TINY = [
+    "parent.width=8", "parent.epochs=3",
+    "search.population=6", "search.offspring=6", "search.generations=2",
+    "fitness.steps=3", "fitness.batch_size=32", "fitness.finetune_samples=128", "fitness.val_samples=128",
+]
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    return list(TINY)
+
+
+@pytest.fixture
+def tiny_cfg():
+    return load_config(overrides=TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_fitness():
+    """One fitness for read-only use across tests (do not mutate its config)."""
+    return build_fitness(load_config(overrides=TINY), run_dir=None, progress=False)
