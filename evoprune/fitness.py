@@ -10,9 +10,11 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from .amp import memory_format
 from .config import Config
 from .data import TaskData, load_data
-from .evaluators.sequential import SequentialEvaluator, kd_finetune
+from .evaluators import choose_evaluator
+from .evaluators.sequential import kd_finetune
 from .genome import Genome
 from .importance import build_space
 from .metrics import count_macs, count_params, logits_of, top1
@@ -51,14 +53,14 @@ class Fitness:
         self.parent_n_params = count_params(self.parent)
         self.parent_macs = count_macs(self.parent, self.example_input)
         self.parent_accuracy = top1(logits_of(self.parent, self.val_x), self.val_y.cpu())
-        self.evaluator = SequentialEvaluator(self)
+        self.evaluator, self.evaluator_info = choose_evaluator(self)
 
     def _stage(self, cfg: Config) -> None:
         """Fix the fine-tune subset, its batch plan and the teacher's outputs, on the device, once."""
         gen = torch.Generator().manual_seed(cfg.seed + 17)
         n_train = len(self.data.train_y)
         subset = torch.randperm(n_train, generator=gen)[: min(cfg.fitness.finetune_samples, n_train)]
-        self.ft_x = self.data.train_x[subset].to(self.device)
+        self.ft_x = memory_format(cfg.fitness, self.data.train_x[subset].to(self.device))
         self.ft_y = self.data.train_y[subset].to(self.device)
         self.ft_teacher = logits_of(self.parent, self.ft_x).to(self.device)
         # Batch plan: successive shuffles of the subset, cut into `steps` batches.
@@ -67,7 +69,7 @@ class Fitness:
         flat = torch.cat(order)[:need] if order else torch.zeros(0, dtype=torch.long)
         self.plan = flat.view(cfg.fitness.steps, batch).to(self.device)
         n_val = cfg.fitness.val_samples or len(self.data.val_y)
-        self.val_x = self.data.val_x[:n_val].to(self.device)
+        self.val_x = memory_format(cfg.fitness, self.data.val_x[:n_val].to(self.device))
         self.val_y = self.data.val_y[:n_val].to(self.device)
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -75,15 +77,25 @@ class Fitness:
         idx = self.plan[step]
         return self.ft_x[idx], self.ft_y[idx], self.ft_teacher[idx]
 
-    def score(self, model: nn.Module, kd_loss: float, finite: bool, seconds: float) -> Objectives:
-        """Objectives of a (fine-tuned) model: validation accuracy and size against the parent."""
-        n_params = count_params(model)
-        macs = count_macs(model, self.example_input)
+    def _objectives(self, n_params: int, macs: int, accuracy: float, kd_loss: float, finite: bool,
+                    seconds: float) -> Objectives:
         params_ratio, macs_ratio = n_params / self.parent_n_params, macs / self.parent_macs
         size_ratio = params_ratio if self.cfg.search.size_metric == "params" else macs_ratio
+        return Objectives(accuracy if finite else 0.0, n_params, macs, size_ratio, params_ratio, macs_ratio,
+                          kd_loss, seconds, "ok" if finite else "nonfinite")
+
+    def score(self, model: nn.Module, kd_loss: float, finite: bool, seconds: float) -> Objectives:
+        """Objectives of a (fine-tuned) model: validation accuracy and size against the parent."""
         acc = top1(logits_of(model, self.val_x), self.val_y.cpu()) if finite else 0.0
-        return Objectives(acc, n_params, macs, size_ratio, params_ratio, macs_ratio, kd_loss,
-                          seconds, "ok" if finite else "nonfinite")
+        return self._objectives(count_params(model), count_macs(model, self.example_input), acc, kd_loss,
+                                finite, seconds)
+
+    def size_objectives(self, genome: Genome, accuracy: float, kd_loss: float, finite: bool,
+                        seconds: float) -> Objectives:
+        """Objectives of a genome whose accuracy was measured elsewhere (e.g. masked, batched)."""
+        model = materialise(self.parent, genome, self.example_input)
+        return self._objectives(count_params(model), count_macs(model, self.example_input), accuracy, kd_loss,
+                                finite, seconds)
 
     def __call__(self, genomes: Iterable[Genome], on_done: Callable[[int], None] | None = None) -> list[Objectives]:
         """Objectives for each genome (in order); already-evaluated genomes come from the cache."""

@@ -76,12 +76,20 @@ class SearchSpace:
 
     def uniform(self, keep: float, criterion: str | None = None) -> Genome:
         """Keep the same share of every group (its most important channels), repaired to floors."""
-        if not 0.0 < keep <= 1.0:
-            raise ValueError(f"keep must be in (0, 1], got {keep}")
+        return self.from_keep_ratios([keep] * len(self.groups), criterion)
+
+    def from_keep_ratios(self, keep: Mapping[str, float] | list[float], criterion: str | None = None) -> Genome:
+        """A genome from per-group kept shares (by name, or a list in layer order): the handle for
+        continuous optimisers (Optuna, pymoo). Each group keeps its most important channels."""
+        shares = keep if isinstance(keep, Mapping) else dict(zip(self.names, keep))
+        if set(shares) != set(self.names):
+            raise ValueError(f"expected a keep share for each of the {len(self.groups)} groups {self.names}")
         kept = {}
         for g in self.groups:
-            k = g.nearest_legal(max(1, round(keep * g.n_channels)))
-            kept[g.name] = self.top_k(g.name, k, criterion)
+            share = float(shares[g.name])
+            if not 0.0 < share <= 1.0:
+                raise ValueError(f"keep share of group {g.name} must be in (0, 1], got {share}")
+            kept[g.name] = self.top_k(g.name, g.nearest_legal(max(1, round(share * g.n_channels))), criterion)
         return Genome(kept)
 
     def validate(self, genome: Genome) -> None:

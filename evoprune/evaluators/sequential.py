@@ -1,14 +1,15 @@
 """Sequential evaluator: materialise each genome structurally, KD fine-tune it, score it."""
 from __future__ import annotations
 
-import math
 import time
 import warnings
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import torch
 from torch import nn
 
+from ..amp import Scaler, autocast
+from ..config import FitnessConfig
 from ..distill import hinton_kd
 from ..genome import Genome
 from ..objectives import Objectives
@@ -18,37 +19,45 @@ if TYPE_CHECKING:
     from ..fitness import Fitness
 
 
-def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float,
-                   weight_decay: float) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}")
+def make_optimizer(params: Iterable[torch.Tensor], cfg: FitnessConfig) -> torch.optim.Optimizer:
+    """The fine-tune optimiser; all are elementwise, so the batched (stacked) form is exact too."""
+    params = list(params)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
 
 
-def kd_finetune(model: nn.Module, fitness: "Fitness") -> tuple[float, bool]:
+def kd_finetune(model: nn.Module, fitness: "Fitness", steps: int | None = None) -> tuple[float, bool]:
     """Short KD fine-tune on the fixed batch plan; returns (mean loss of the last steps, finite)."""
     cfg = fitness.cfg.fitness
-    if cfg.steps == 0:
+    steps = cfg.steps if steps is None else steps
+    if steps == 0:
         return float("nan"), True
-    opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    opt = make_optimizer(model.parameters(), cfg)
+    scaler = Scaler(cfg, fitness.device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     model.train()
-    tail, losses = max(1, cfg.steps // 5), []
-    for step in range(cfg.steps):
+    tail, losses = max(1, steps // 5), []
+    for step in range(steps):
         x, y, t = fitness.batch(step)
-        loss = hinton_kd(model(x), t, y, cfg.temperature, cfg.alpha)
+        with autocast(cfg, fitness.device):
+            out = model(x)
+        loss = hinton_kd(out.float(), t, y, cfg.temperature, cfg.alpha)
         # A diverged individual stops here and is scored worst, rather than poisoning the run.
         if not torch.isfinite(loss):
             return float("nan"), False
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.backward(loss)
         if cfg.grad_clip:
+            scaler.unscale(opt)
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        if step >= cfg.steps - tail:
+        scaler.step(opt)
+        if step >= steps - tail:
             losses.append(loss.detach())
     model.eval()
     return float(torch.stack(losses).mean()), True

@@ -1,0 +1,103 @@
+"""Choosing an evaluator: prove the batched form exact on the actual parent, then measure which is faster."""
+from __future__ import annotations
+
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..metrics import logits_of
+from ..population import pruned_genome
+from ..prune import materialise
+from .batched import BatchedEvaluator, Unsupported
+from .sequential import SequentialEvaluator, kd_finetune
+
+if TYPE_CHECKING:
+    from ..fitness import Fitness
+
+FORWARD_TOL = 1e-3  # max |masked - pruned| logit difference, relative to max(1, |logits|)
+FINETUNE_TOL = 2e-2  # the same after a few fine-tune steps (rounding differences grow a little)
+PROBE_GENOMES = 4
+PROBE_STEPS = 3
+
+
+def probe_genomes(fitness: "Fitness", n: int = PROBE_GENOMES) -> list:
+    """A fixed spread of subnets (mild to heavy pruning) for the proof and the speed probe."""
+    rng = random.Random(fitness.cfg.seed + 101)
+    crits = fitness.space.criteria
+    return [pruned_genome(fitness.space, crits[i % len(crits)], 0.2 + 0.6 * i / max(1, n - 1), 0.1, rng)
+            for i in range(n)]
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, tol: float) -> tuple[bool, float]:
+    diff = float((a - b).abs().max())
+    return diff <= tol * max(1.0, float(b.abs().max())), diff
+
+
+def verify(batched: BatchedEvaluator, fitness: "Fitness") -> dict[str, Any]:
+    """Raise Unsupported unless masked == pruned, before and after a short fine-tune; time both.
+
+    Exactness is a structural property, so it is checked in fp32 whatever `fitness.precision` is
+    (bf16 rounding alone would exceed the tolerances).
+    """
+    precision = fitness.cfg.fitness.precision
+    fitness.cfg.fitness.precision = "fp32"
+    try:
+        return _verify(batched, fitness)
+    finally:
+        fitness.cfg.fitness.precision = precision
+
+
+def _verify(batched: BatchedEvaluator, fitness: "Fitness") -> dict[str, Any]:
+    genomes = probe_genomes(fitness)
+    x = fitness.val_x[:128]
+    params, buffers = batched._stack(len(genomes))
+    masked = batched.logits(params, buffers, batched.masks(genomes), x)
+    steps = min(fitness.cfg.fitness.steps, PROBE_STEPS)
+    t0 = time.perf_counter()
+    params, buffers, masks, _, _ = batched.finetune(genomes, steps=steps)
+    tuned = batched.logits(params, buffers, masks, x)
+    batched_s = time.perf_counter() - t0
+    seq_s, worst = 0.0, {"forward": 0.0, "finetune": 0.0}
+    for i, g in enumerate(genomes):
+        model = materialise(fitness.parent, g, fitness.example_input)
+        ok, diff = _close(masked[i].cpu(), logits_of(model, x), FORWARD_TOL)
+        worst["forward"] = max(worst["forward"], diff)
+        if not ok:
+            raise Unsupported(f"masked forward differs from the pruned network by {diff:.3g}")
+        t0 = time.perf_counter()
+        kd_finetune(model, fitness, steps=steps)
+        out = logits_of(model, x)
+        seq_s += time.perf_counter() - t0
+        ok, diff = _close(tuned[i].cpu(), out, FINETUNE_TOL)
+        worst["finetune"] = max(worst["finetune"], diff)
+        if not ok:
+            raise Unsupported(f"after {steps} fine-tune steps, masked differs from pruned by {diff:.3g}")
+    return {"max_logit_diff": worst, "probe_steps": steps, "probe_genomes": len(genomes),
+            "batched_s_per_individual": batched_s / len(genomes), "sequential_s_per_individual": seq_s / len(genomes)}
+
+
+def choose_evaluator(fitness: "Fitness") -> tuple[Any, dict[str, Any]]:
+    """The evaluator that `evaluator.kind` asks for, with the evidence for the choice.
+
+    auto: batched only where the proof passes and the probe measured it faster per individual
+    than the sequential path on this parent, device and batch size.
+    """
+    kind = fitness.cfg.evaluator.kind
+    if kind == "sequential":
+        return SequentialEvaluator(fitness), {"kind": "sequential", "reason": "configured"}
+    try:
+        batched = BatchedEvaluator(fitness, fitness.cfg.evaluator.chunk)
+        evidence = verify(batched, fitness)
+    except Unsupported as exc:
+        info = {"kind": "sequential", "reason": f"batched form not exact for this parent: {exc}"}
+        return SequentialEvaluator(fitness), info
+    if kind == "batched":
+        return batched, {"kind": "batched", "reason": "configured; proof passed", **evidence}
+    faster = evidence["batched_s_per_individual"] < evidence["sequential_s_per_individual"]
+    chosen = batched if faster else SequentialEvaluator(fitness)
+    reason = "auto: proof passed, batched measured {} per individual ({:.3g}s vs {:.3g}s)".format(
+        "faster" if faster else "slower", evidence["batched_s_per_individual"],
+        evidence["sequential_s_per_individual"])
+    return chosen, {"kind": chosen.kind, "reason": reason, **evidence}

@@ -1,0 +1,115 @@
+"""Batched (masked, vmap) vs sequential (structural) evaluation: same answers, proof, fallback, OOM."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from evoprune import load_config
+from evoprune.data import load_data
+from evoprune.evaluators import BatchedEvaluator, SequentialEvaluator, choose_evaluator
+from evoprune.evaluators.batched import Unsupported, mask_plan
+from evoprune.fitness import Fitness
+from evoprune.importance import build_space
+from evoprune.population import initial_population
+from conftest import TINY
+
+
+def _genomes(fitness, n, seed=0):
+    return [g for g, _ in initial_population(fitness.space, fitness.cfg.population, n, random.Random(seed))]
+
+
+def test_batched_and_sequential_give_the_same_objectives(tiny_fitness):
+    genomes = _genomes(tiny_fitness, 5)
+    seq = SequentialEvaluator(tiny_fitness).evaluate(genomes)
+    bat = BatchedEvaluator(tiny_fitness).evaluate(genomes)
+    for s, b in zip(seq, bat):
+        assert b.n_params == s.n_params and b.macs == s.macs and b.size_ratio == s.size_ratio
+        assert abs(b.accuracy - s.accuracy) <= 0.02  # the stated tolerance (README: evaluators)
+        assert b.kd_loss == pytest.approx(s.kd_loss, rel=2e-2)
+
+
+def test_masked_forward_equals_pruned_forward(tiny_fitness):
+    from evoprune.metrics import logits_of
+    from evoprune.prune import materialise
+
+    genomes = _genomes(tiny_fitness, 3, seed=1)
+    ev = BatchedEvaluator(tiny_fitness)
+    params, buffers = ev._stack(len(genomes))
+    masked = ev.logits(params, buffers, ev.masks(genomes), tiny_fitness.val_x)
+    for i, g in enumerate(genomes):
+        pruned = logits_of(materialise(tiny_fitness.parent, g, tiny_fitness.example_input), tiny_fitness.val_x)
+        torch.testing.assert_close(masked[i], pruned, atol=1e-4, rtol=1e-4)
+
+
+def test_chunks_and_progress_cover_every_genome(tiny_fitness):
+    genomes = _genomes(tiny_fitness, 5, seed=2)
+    done = []
+    objs = BatchedEvaluator(tiny_fitness, chunk=2).evaluate(genomes, on_done=done.append)
+    assert len(objs) == 5 and sum(done) == 5 and done == [2, 2, 1]
+
+
+def test_out_of_memory_halves_the_chunk_and_retries(tiny_fitness, monkeypatch):
+    ev = BatchedEvaluator(tiny_fitness, chunk=4)
+    real, sizes = ev._evaluate_chunk, []
+
+    def flaky(genomes):
+        sizes.append(len(genomes))
+        if len(genomes) > 1:
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return real(genomes)
+
+    monkeypatch.setattr(ev, "_evaluate_chunk", flaky)
+    objs = ev.evaluate(_genomes(tiny_fitness, 3, seed=3))
+    assert len(objs) == 3 and sizes[:3] == [3, 2, 1] and ev.chunk == 1
+
+
+class _GroupNormNet(nn.Module):
+    """GroupNorm mixes channels: masking is not pruning here, so the proof must fail."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.norm = nn.GroupNorm(2, 8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.norm(self.conv1(x)))
+        return self.fc(torch.relu(self.conv2(x)).mean((2, 3)))
+
+
+def test_channel_mixing_parent_falls_back_to_sequential():
+    cfg = load_config(overrides=TINY + ["evaluator.kind=batched", "fitness.device=cpu"])
+    data = load_data(cfg.data, cfg.seed)
+    torch.manual_seed(0)
+    parent = _GroupNormNet().eval()
+    space = build_space(parent, data.example_input(), cfg.space, ["l1"], data.train_x[:32], data.train_y[:32])
+    with pytest.raises(Unsupported):
+        mask_plan(parent, data.example_input())
+    fitness = Fitness(cfg, data, parent, space)
+    assert fitness.evaluator_info["kind"] == "sequential"
+    assert "not exact" in fitness.evaluator_info["reason"]
+    [obj] = fitness([space.uniform(0.5)])
+    assert 0.0 <= obj.accuracy <= 1.0 and obj.size_ratio < 1.0
+
+
+def test_auto_reports_its_evidence(tiny_fitness):
+    evaluator, info = choose_evaluator(tiny_fitness)
+    assert info["kind"] in ("batched", "sequential") and evaluator.kind == info["kind"]
+    assert info["max_logit_diff"]["forward"] < 1e-3
+    assert info["batched_s_per_individual"] > 0 and info["sequential_s_per_individual"] > 0
+
+
+@pytest.mark.parametrize("option", ["fitness.precision=bf16", "fitness.channels_last=true", "fitness.grad_clip=0.5"])
+def test_fitness_options_run_both_ways(option):
+    from evoprune import build_fitness
+
+    fitness = build_fitness(load_config(overrides=TINY + [option, "evaluator.kind=batched"]), progress=False)
+    assert fitness.evaluator_info["kind"] == "batched"  # the proof runs in fp32 whatever the precision
+    g = fitness.space.uniform(0.5)
+    b = fitness([g])[0]
+    s = SequentialEvaluator(fitness).evaluate([g])[0]
+    assert b.status == s.status == "ok" and 0.0 <= b.accuracy <= 1.0 and b.n_params == s.n_params
