@@ -18,6 +18,9 @@ def materialise(parent: nn.Module, genome: Genome, example_input: torch.Tensor) 
     another's kept indices (they stay in the parent's coordinates).
     """
     model = copy.deepcopy(parent)
+    # torch-pruning replaces pruned parameters with fresh (trainable) ones; keep the parent's flags,
+    # so a transfer-learning parent's frozen layers stay frozen in every subnet.
+    trainable = {name: p.requires_grad for name, p in model.named_parameters()}
     device = next(model.parameters()).device
     graph = build_graph(model, example_input.to(device))
     groups = dict(prunable_groups(model, graph))
@@ -31,4 +34,6 @@ def materialise(parent: nn.Module, genome: Genome, example_input: torch.Tensor) 
             raise ValueError(f"group {name}: a genome must keep at least one channel")
         if remove:
             group.prune(idxs=remove)
+    for name, p in model.named_parameters():
+        p.requires_grad_(trainable.get(name, True))
     return model

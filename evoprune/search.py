@@ -113,6 +113,8 @@ class Search:
         s = self.cfg.search
         if s.mode == "scalar":
             return max(rng.sample(pop, min(s.tournament_size, len(pop))), key=lambda i: i.fitness.wvalues)
+        if len(pop) < 2:  # a space with a single legal genome
+            return pop[0]
         a, b = rng.sample(pop, 2)
         if a.fitness.dominates(b.fitness):
             return a

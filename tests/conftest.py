@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
+
+# Tiny models gain nothing from a second thread, and a loaded machine makes two threads much
+# slower; one thread also keeps float rounding identical for the whole session.
+torch.set_num_threads(1)
 
 from evoprune import build_fitness, load_config
 

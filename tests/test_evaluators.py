@@ -96,11 +96,19 @@ def test_channel_mixing_parent_falls_back_to_sequential():
     assert 0.0 <= obj.accuracy <= 1.0 and obj.size_ratio < 1.0
 
 
-def test_auto_reports_its_evidence(tiny_fitness):
-    evaluator, info = choose_evaluator(tiny_fitness)
-    assert info["kind"] in ("batched", "sequential") and evaluator.kind == info["kind"]
-    assert info["max_logit_diff"]["forward"] < 1e-3
-    assert info["batched_s_per_individual"] > 0 and info["sequential_s_per_individual"] > 0
+def test_auto_follows_the_rule_and_reports_why(tiny_fitness, monkeypatch):
+    from evoprune.evaluators import choose
+
+    tiny_fitness.cfg.evaluator.kind = "auto"
+    try:
+        monkeypatch.setattr(choose, "CPU_BATCHED_MAX_MACS", tiny_fitness.parent_macs)
+        evaluator, info = choose_evaluator(tiny_fitness)
+        assert evaluator.kind == info["kind"] == "batched" and info["max_logit_diff"]["forward"] < 1e-3
+        monkeypatch.setattr(choose, "CPU_BATCHED_MAX_MACS", tiny_fitness.parent_macs - 1)
+        evaluator, info = choose_evaluator(tiny_fitness)
+        assert evaluator.kind == info["kind"] == "sequential" and "compute-bound" in info["reason"]
+    finally:
+        tiny_fitness.cfg.evaluator.kind = "auto"
 
 
 @pytest.mark.parametrize("option", ["fitness.precision=bf16", "fitness.channels_last=true", "fitness.grad_clip=0.5"])

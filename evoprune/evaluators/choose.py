@@ -1,8 +1,7 @@
-"""Choosing an evaluator: prove the batched form exact on the actual parent, then measure which is faster."""
+"""Choosing an evaluator: a measured rule, and a proof that the batched form is exact on the actual parent."""
 from __future__ import annotations
 
 import random
-import time
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,6 +19,7 @@ FORWARD_TOL = 1e-3  # max |masked - pruned| logit difference, relative to max(1,
 FINETUNE_TOL = 2e-2  # the same after a few fine-tune steps (rounding differences grow a little)
 PROBE_GENOMES = 4
 PROBE_STEPS = 3
+CPU_BATCHED_MAX_MACS = 0  # set from the benchmark below which batching wins on a CPU
 
 
 def probe_genomes(fitness: "Fitness", n: int = PROBE_GENOMES) -> list:
@@ -36,7 +36,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, tol: float) -> tuple[bool, float]:
 
 
 def verify(batched: BatchedEvaluator, fitness: "Fitness") -> dict[str, Any]:
-    """Raise Unsupported unless masked == pruned, before and after a short fine-tune; time both.
+    """Raise Unsupported unless masked == pruned, before and after a short fine-tune.
 
     Exactness is a structural property, so it is checked in fp32 whatever `fitness.precision` is
     (bf16 rounding alone would exceed the tolerances).
@@ -55,49 +55,49 @@ def _verify(batched: BatchedEvaluator, fitness: "Fitness") -> dict[str, Any]:
     params, buffers = batched._stack(len(genomes))
     masked = batched.logits(params, buffers, batched.masks(genomes), x)
     steps = min(fitness.cfg.fitness.steps, PROBE_STEPS)
-    t0 = time.perf_counter()
     params, buffers, masks, _, _ = batched.finetune(genomes, steps=steps)
     tuned = batched.logits(params, buffers, masks, x)
-    batched_s = time.perf_counter() - t0
-    seq_s, worst = 0.0, {"forward": 0.0, "finetune": 0.0}
+    worst = {"forward": 0.0, "finetune": 0.0}
     for i, g in enumerate(genomes):
         model = materialise(fitness.parent, g, fitness.example_input)
         ok, diff = _close(masked[i].cpu(), logits_of(model, x), FORWARD_TOL)
         worst["forward"] = max(worst["forward"], diff)
         if not ok:
             raise Unsupported(f"masked forward differs from the pruned network by {diff:.3g}")
-        t0 = time.perf_counter()
         kd_finetune(model, fitness, steps=steps)
         out = logits_of(model, x)
-        seq_s += time.perf_counter() - t0
         ok, diff = _close(tuned[i].cpu(), out, FINETUNE_TOL)
         worst["finetune"] = max(worst["finetune"], diff)
         if not ok:
             raise Unsupported(f"after {steps} fine-tune steps, masked differs from pruned by {diff:.3g}")
-    return {"max_logit_diff": worst, "probe_steps": steps, "probe_genomes": len(genomes),
-            "batched_s_per_individual": batched_s / len(genomes), "sequential_s_per_individual": seq_s / len(genomes)}
+    return {"max_logit_diff": worst, "probe_steps": steps, "probe_genomes": len(genomes)}
+
+
+def prefers_batched(device: torch.device, parent_macs: int) -> bool:
+    """The measured rule (results/bench_fitness.md): batching pays on a GPU, and on a CPU only for
+    networks so small that per-step overhead, not arithmetic, bounds the fine-tune.
+
+    A fixed rule rather than a timing at start-up, so that the same config always picks the same
+    evaluator (the two agree only within float rounding, and fronts must be reproducible).
+    """
+    return device.type == "cuda" or parent_macs <= CPU_BATCHED_MAX_MACS
 
 
 def choose_evaluator(fitness: "Fitness") -> tuple[Any, dict[str, Any]]:
-    """The evaluator that `evaluator.kind` asks for, with the evidence for the choice.
-
-    auto: batched only where the proof passes and the probe measured it faster per individual
-    than the sequential path on this parent, device and batch size.
-    """
+    """The evaluator that `evaluator.kind` asks for, with the evidence for the choice."""
     kind = fitness.cfg.evaluator.kind
     if kind == "sequential":
         return SequentialEvaluator(fitness), {"kind": "sequential", "reason": "configured"}
+    if kind == "auto" and not prefers_batched(fitness.device, fitness.parent_macs):
+        reason = (f"auto: on {fitness.device.type} a parent of {fitness.parent_macs:,} MACs per sample is "
+                  f"compute-bound (rule: batched above {CPU_BATCHED_MAX_MACS:,} MACs only on CUDA)")
+        return SequentialEvaluator(fitness), {"kind": "sequential", "reason": reason}
     try:
         batched = BatchedEvaluator(fitness, fitness.cfg.evaluator.chunk)
         evidence = verify(batched, fitness)
     except Unsupported as exc:
         info = {"kind": "sequential", "reason": f"batched form not exact for this parent: {exc}"}
         return SequentialEvaluator(fitness), info
-    if kind == "batched":
-        return batched, {"kind": "batched", "reason": "configured; proof passed", **evidence}
-    faster = evidence["batched_s_per_individual"] < evidence["sequential_s_per_individual"]
-    chosen = batched if faster else SequentialEvaluator(fitness)
-    reason = "auto: proof passed, batched measured {} per individual ({:.3g}s vs {:.3g}s)".format(
-        "faster" if faster else "slower", evidence["batched_s_per_individual"],
-        evidence["sequential_s_per_individual"])
-    return chosen, {"kind": chosen.kind, "reason": reason, **evidence}
+    reason = "configured; proof passed" if kind == "batched" else \
+        f"auto: proof passed and the rule prefers batched on {fitness.device.type} at {fitness.parent_macs:,} MACs"
+    return batched, {"kind": "batched", "reason": reason, **evidence}
