@@ -1,8 +1,12 @@
 """Typed configuration: defaults (the embedded default run), YAML loading, overrides, validation."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import math
+import re
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +19,26 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown, of the wrong type or out of range."""
 
     def __init__(self, key: str, message: str):
+        key = key if key.isprintable() else short(key)  # a key from user input may hold newlines
         self.key = key
         super().__init__(f"{key}: {message}" if key else message)
+
+
+INT_MAX = 2**31 - 1  # every integer setting is capped here (seeds and sizes reach numpy/torch)
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 60
+_repr.maxlist = _repr.maxdict = _repr.maxtuple = _repr.maxset = 4
+_repr.maxlevel = 2
+
+
+def short(value: Any) -> str:
+    """A bounded, one-line repr for messages (safe on huge, deep or self-referencing values)."""
+    try:
+        text = _repr.repr(value)
+    except Exception:  # an exotic value whose repr fails must not hide the real error
+        text = f"<{type(value).__name__}>"
+    return " ".join(text.split())
 
 
 def _f(default: Any, *, lo: float | None = None, hi: float | None = None,
@@ -34,9 +56,9 @@ CRITERIA = ("l1", "l2", "bn_scale", "taylor", "lamp", "fpgm", "random")
 @dataclass
 class DataConfig:
     name: Literal["digits"] = _f("digits", doc="dataset; `digits` ships with scikit-learn")
-    val_fraction: float = _f(0.2, lo=0, hi=1, lo_open=True, hi_open=True,
+    val_fraction: float = _f(0.2, lo=0.01, hi=1, hi_open=True,
                              doc="share of the data held out for validation (selection)")
-    test_fraction: float = _f(0.2, lo=0, hi=1, lo_open=True, hi_open=True,
+    test_fraction: float = _f(0.2, lo=0.01, hi=1, hi_open=True,
                               doc="share held out for the final test report only")
 
 
@@ -90,22 +112,35 @@ class FitnessConfig:
     momentum: float = _f(0.9, lo=0, hi=1, hi_open=True, doc="SGD momentum")
     weight_decay: float = _f(0.0, lo=0, doc="fine-tune weight decay")
     grad_clip: float = _f(0.0, lo=0, doc="clip the gradient norm at this value (0: no clipping)")
+    adaptive_bn: int = _f(0, lo=0, doc="recalibrate BatchNorm statistics on this many train batches before "
+                                         "scoring (EagleEye); with steps=0 a cheap pre-screen")
     temperature: float = _f(4.0, lo=0, lo_open=True, doc="KD softmax temperature")
     alpha: float = _f(0.9, lo=0, hi=1, doc="weight of the soft (teacher) term; 1 - alpha on the labels")
     finetune_samples: int = _f(1024, lo=1, doc="size of the fixed fine-tune subset of train")
     val_samples: int = _f(0, lo=0, doc="validation samples scored (0: the whole split)")
-    device: Literal["cpu", "cuda", "auto"] = _f("cpu", doc="where fitness runs")
+    device: Literal["cpu", "cuda", "auto"] = _f("auto", doc="where fitness runs (`auto`: CUDA when available)")
+    precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", doc="fine-tune autocast precision (fp16 uses a grad scaler on CUDA)")
+    channels_last: bool = _f(False, doc="channels_last memory format for the fine-tune (faster convs on GPUs)")
+
+
+@dataclass
+class EvaluatorConfig:
+    kind: Literal["auto", "batched", "sequential"] = _f(
+        "auto", doc="`sequential`: each subnet in its pruned shape; `batched`: the population at once, masked "
+                    "(vmap); `auto`: batched where it is proven exact and measured faster")
+    chunk: int = _f(0, lo=0, doc="individuals per batched step (0: the whole population); halved on CUDA OOM")
 
 
 @dataclass
 class Config:
-    seed: int = _f(0, lo=0, doc="one seed for everything")
+    seed: int = _f(0, lo=0, hi=INT_MAX, doc="one seed for everything")
     data: DataConfig = field(default_factory=DataConfig)
     parent: ParentConfig = field(default_factory=ParentConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     population: PopulationConfig = field(default_factory=PopulationConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     fitness: FitnessConfig = field(default_factory=FitnessConfig)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,10 +158,13 @@ def _describe(tp: Any) -> str:
             type(None): "null"}.get(tp, str(tp))
 
 
+_SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Check `value` against the annotation `tp`; returns the value in its typed form."""
     origin = typing.get_origin(tp)
-    bad = ConfigError(key, f"expected {_describe(tp)}, got {value!r}")
+    bad = ConfigError(key, f"expected {_describe(tp)}, got {short(value)}")
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise bad
@@ -155,9 +193,17 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             raise bad
         return value
     if tp is float:
+        if isinstance(value, str) and _SCIENTIFIC.match(value.strip()):
+            value = float(value)  # YAML 1.1 reads `1e-3` (no dot) as a string; it is meant as a number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer too large for a float
+            raise ConfigError(key, f"expected a finite number, got {short(value)}") from None
+        if not math.isfinite(value):
+            raise ConfigError(key, f"expected a finite number, got {value!r}")
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise bad
@@ -169,23 +215,28 @@ def _check_range(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
     lo, hi = meta.get("lo"), meta.get("hi")
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
+    if isinstance(value, int):
+        if value > INT_MAX or value < -INT_MAX:
+            raise ConfigError(key, f"expected an integer between -{INT_MAX} and {INT_MAX}, got {short(value)}")
     too_low = lo is not None and (value <= lo if meta.get("lo_open") else value < lo)
     too_high = hi is not None and (value >= hi if meta.get("hi_open") else value > hi)
+    if too_low and hi is None:
+        raise ConfigError(key, f"expected a value {'>' if meta.get('lo_open') else '>='} {lo}, got {short(value)}")
     if too_low or too_high:
         left = "(" if meta.get("lo_open") else "["
         right = ")" if meta.get("hi_open") else "]"
         span = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
-        raise ConfigError(key, f"expected a value in {span}, got {value!r}")
+        raise ConfigError(key, f"expected a value in {span}, got {short(value)}")
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(prefix or "config", f"expected a mapping, got {raw!r}")
+        raise ConfigError(prefix.rstrip(".") or "config", f"expected a mapping, got {short(raw)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in raw:
         if name not in fields:
-            key = f"{prefix}{name}"
+            key = f"{prefix}{name}" if isinstance(name, str) else f"{prefix}{short(name)}"
             close = difflib.get_close_matches(str(name), list(fields), n=1, cutoff=0.5)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
             raise ConfigError(key, f"unknown key{hint}; known keys: {', '.join(fields)}")
@@ -205,64 +256,103 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 def _check_cross_fields(cfg: Config) -> None:
     pop = cfg.population
     if pop.ratio_min > pop.ratio_max:
-        raise ConfigError("population.ratio_min", f"expected <= population.ratio_max ({pop.ratio_max}), got {pop.ratio_min}")
+        raise ConfigError("population.ratio_min",
+                          f"expected <= population.ratio_max ({pop.ratio_max}), got {pop.ratio_min}")
     if not pop.criteria:
         raise ConfigError("population.criteria", "expected at least one criterion")
     for i, c in enumerate(pop.criteria):
         if c not in CRITERIA:
-            raise ConfigError(f"population.criteria[{i}]", f"expected one of {', '.join(CRITERIA)}, got {c!r}")
+            raise ConfigError(f"population.criteria[{i}]", f"expected one of {', '.join(CRITERIA)}, got {short(c)}")
     if cfg.data.val_fraction + cfg.data.test_fraction >= 0.9:
         raise ConfigError("data.test_fraction", "expected data.val_fraction + data.test_fraction < 0.9")
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Validate a plain mapping into a Config (missing keys take their defaults)."""
-    cfg = _build(Config, raw if raw is not None else {}, "")
+    try:
+        cfg = _build(Config, raw if raw is not None else {}, "")
+    except RecursionError:  # a self-referencing YAML structure
+        raise ConfigError("config", "too deeply nested") from None
     _check_cross_fields(cfg)
     return cfg
 
 
+def _yaml_value(text: str) -> Any:
+    """An override's value read as YAML (safely); text that is not valid YAML stays a string."""
+    if not text.strip():
+        return None
+    try:
+        return yaml.safe_load(text)
+    except Exception:  # any parse failure (YAMLError, a bad timestamp, nesting too deep...)
+        return text
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """Parse `a.b=value` (value read as YAML) into (["a", "b"], value)."""
-    if "=" not in item:
-        raise ConfigError(item, "an override must look like key.sub=value")
+    if not isinstance(item, str) or "=" not in item:
+        raise ConfigError("--set", f"expected KEY=VALUE (e.g. search.generations=20), got {short(item)}")
     key, text = item.split("=", 1)
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
-    return key.strip().split("."), value
+    path = [part.strip() for part in key.split(".")]
+    if not all(path):
+        raise ConfigError("--set", f"expected a key like section.name before '=', got {short(key)}")
+    return path, _yaml_value(text)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set each `a.b=value` into a nested mapping (a copy)."""
-    out = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    """Set each `a.b=value` into a nested mapping (a copy); only sections can hold sub-keys."""
+    try:
+        out = copy.deepcopy(raw) if raw else {}
+    except RecursionError:
+        raise ConfigError("config", "too deeply nested") from None
+    if not isinstance(out, dict):
+        raise ConfigError("config", f"expected a mapping, got {short(out)}")
     for item in overrides:
         path, value = parse_override(item)
-        node = out
-        for part in path[:-1]:
+        node, cls = out, Config
+        for depth, part in enumerate(path[:-1]):
+            where = ".".join(path[: depth + 1])
+            fields = {f.name: f for f in dataclasses.fields(cls)} if cls is not None else {}
+            if part in fields:
+                tp = typing.get_type_hints(cls)[part]
+                if not dataclasses.is_dataclass(tp):
+                    raise ConfigError(".".join(path), f"'{where}' is a setting, not a section")
+                cls = tp
+            else:
+                cls = None  # unknown: reported with its suggestions when the result is validated
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(".".join(path), f"'{part}' is not a section")
+                raise ConfigError(where, f"expected a mapping (a section), got {short(node)}")
         node[path[-1]] = value
     return out
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping safely; errors name the file."""
+    """Read a YAML mapping safely (no python tags: yaml.safe_load); errors name the file."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError("config", f"file not found: {p}")
     try:
-        raw = yaml.safe_load(p.read_text())
+        if p.is_dir():
+            raise ConfigError("config", f"{p} is a directory, not a YAML file")
+        if not p.is_file():
+            raise ConfigError("config", f"file not found: {p}")
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("config", f"{p} is not a UTF-8 text file") from None
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {p}: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError("config", f"malformed YAML in {p}{where}") from exc
+        problem = getattr(exc, "problem", None)
+        raise ConfigError("config", f"malformed YAML in {p}{where}" + (f": {problem}" if problem else "")) from None
+    except Exception as exc:  # only parsing runs here: a bad timestamp, nesting too deep...
+        detail = " ".join(str(exc).split())[:80]
+        raise ConfigError("config", f"malformed YAML in {p} ({exc.__class__.__name__}: {detail})") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError("config", f"expected a mapping at the top of {p}")
+        raise ConfigError("config", f"expected a mapping at the top of {p}, got {type(raw).__name__}")
     return raw
 
 

@@ -63,11 +63,13 @@ class Fitness:
         self.ft_x = memory_format(cfg.fitness, self.data.train_x[subset].to(self.device))
         self.ft_y = self.data.train_y[subset].to(self.device)
         self.ft_teacher = logits_of(self.parent, self.ft_x).to(self.device)
-        # Batch plan: successive shuffles of the subset, cut into `steps` batches.
-        batch, need = min(cfg.fitness.batch_size, len(subset)), cfg.fitness.steps * min(cfg.fitness.batch_size, len(subset))
-        order = [torch.randperm(len(subset), generator=gen) for _ in range(math.ceil(need / len(subset)))]
-        flat = torch.cat(order)[:need] if order else torch.zeros(0, dtype=torch.long)
-        self.plan = flat.view(cfg.fitness.steps, batch).to(self.device)
+        # Batch plan: successive shuffles of the subset, cut into batches; fine-tune step k uses row
+        # k, and adaptive-BN recalibration uses the first rows.
+        batch = min(cfg.fitness.batch_size, len(subset))
+        rows = max(cfg.fitness.steps, cfg.fitness.adaptive_bn)
+        order = [torch.randperm(len(subset), generator=gen) for _ in range(math.ceil(rows * batch / len(subset)))]
+        flat = torch.cat(order)[: rows * batch] if order else torch.zeros(0, dtype=torch.long)
+        self.plan = flat.view(rows, batch).to(self.device)
         n_val = cfg.fitness.val_samples or len(self.data.val_y)
         self.val_x = memory_format(cfg.fitness, self.data.val_x[:n_val].to(self.device))
         self.val_y = self.data.val_y[:n_val].to(self.device)

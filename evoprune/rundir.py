@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .atomic import write_json, write_text
+from .atomic import remove_temp_files, write_json, write_text
 from .config import save_config
 from .pareto import front_indices
 
@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 CHECKPOINT = "checkpoint.json"
 CHECKPOINT_PREV = "checkpoint.prev.json"
 FORMAT_VERSION = 1
+# What a fresh search writes; a new run in an old run's directory removes these first, so that
+# neither a stale checkpoint nor a stale front can be mistaken for the new run's.
+RUN_OUTPUTS = (CHECKPOINT, CHECKPOINT_PREV, "front.json", "front.csv", "evaluations.csv", "history.csv",
+               "pareto.png", "hypervolume.png", "task.json", "space.json")
 
 
 class CheckpointError(RuntimeError):
@@ -72,7 +76,11 @@ class RunWriter:
         self.dir = Path(run_dir)
 
     def start(self, fitness: "Fitness") -> None:
+        """Begin a fresh run: clear a previous run's outputs (not its cached parent), write the config."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.clean()
+        for name in RUN_OUTPUTS:  # checkpoints first: a kill in between leaves no checkpoint at all
+            (self.dir / name).unlink(missing_ok=True)
         save_config(fitness.cfg, self.dir / "config.yaml")
         write_json(self.dir / "task.json", {**fitness.data.describe(), "parent": fitness.parent_summary(),
                                             "parent_meta": fitness.parent_meta})
@@ -91,18 +99,66 @@ class RunWriter:
         write_text(self.dir / "front.csv", _csv(front, FRONT_COLUMNS))
         ckpt = self.dir / CHECKPOINT
         if ckpt.is_file():  # keep the previous good checkpoint in case the new one is damaged later
-            write_text(self.dir / CHECKPOINT_PREV, ckpt.read_text())
-        write_json(ckpt, {"format": FORMAT_VERSION, **state.to_json()})
+            try:
+                text: str | None = ckpt.read_text()
+            except (OSError, ValueError):
+                text = None
+            if text is not None and self._parse(text) is not None:  # never replace a good fallback with junk
+                write_text(self.dir / CHECKPOINT_PREV, text)
+        # The config and the evaluator this run really used: a resume checks the one and reuses the other.
+        evaluator = getattr(getattr(fitness, "evaluator", None), "kind", None)
+        write_json(ckpt, {"format": FORMAT_VERSION, "config": fitness.cfg.to_dict(), "evaluator": evaluator,
+                          **state.to_json()})
 
     def finish(self, state: "SearchState", fitness: "Fitness") -> None:
         from .report import write_plots
 
         write_plots(self.dir)
 
-    def read_checkpoint(self) -> "SearchState":
-        """The latest readable checkpoint; a damaged one falls back to the previous one."""
+    def clean(self) -> list[Path]:
+        """Remove temporary files that a killed write left behind."""
+        return remove_temp_files(self.dir)
+
+    def has_checkpoint(self) -> bool:
+        return any((self.dir / name).is_file() for name in (CHECKPOINT, CHECKPOINT_PREV))
+
+    @staticmethod
+    def _parse(text: str) -> "tuple[SearchState, dict[str, Any]] | None":
+        try:
+            return RunWriter._check(text)
+        except ValueError:
+            return None
+
+    @staticmethod
+    def _check(text: str) -> "tuple[SearchState, dict[str, Any]]":
+        """Parse and check a checkpoint fully, so a resume cannot fail half-way; ValueError if damaged."""
         from .search import SearchState
 
+        try:
+            obj = json.loads(text)
+            if not isinstance(obj, dict):
+                raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+            if obj.get("format") != FORMAT_VERSION:
+                raise ValueError(f"unknown format {obj.get('format')!r}")
+            state = SearchState.from_json(obj)
+            rng_from_json(state.rng_state)
+            keys = {r.genome.key() for r in state.records}
+            if any(k not in keys for k in state.population):
+                raise ValueError("the population names a genome that is not among the records")
+            if len(state.crowding) != len(state.population):
+                raise ValueError("crowding does not match the population")
+        except ValueError:
+            raise
+        except (KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
+            raise ValueError(f"{exc.__class__.__name__}: {exc}") from exc
+        return state, obj
+
+    def load_checkpoint(self) -> "tuple[SearchState, dict[str, Any], str]":
+        """(state, the checkpoint document, its file name) of the newest usable checkpoint.
+
+        A damaged or missing checkpoint.json falls back to checkpoint.prev.json; CheckpointError
+        (one line, naming each file's problem) when neither is usable.
+        """
         errors = []
         for name in (CHECKPOINT, CHECKPOINT_PREV):
             path = self.dir / name
@@ -110,16 +166,20 @@ class RunWriter:
                 errors.append(f"{name}: missing")
                 continue
             try:
-                obj = json.loads(path.read_text())
-                if obj.get("format") != FORMAT_VERSION:
-                    raise ValueError(f"unknown format {obj.get('format')!r}")
-                state = SearchState.from_json(obj)
-            except (ValueError, KeyError, TypeError) as exc:
-                errors.append(f"{name}: unreadable ({exc.__class__.__name__}: {str(exc)[:80]})")
+                state, obj = self._check(path.read_text())
+            except (OSError, ValueError) as exc:
+                detail = " ".join(str(exc).split())[:80]
+                errors.append(f"{name}: unreadable ({exc.__class__.__name__}: {detail})")
                 continue
-            if name == CHECKPOINT_PREV:
-                import warnings
-
-                warnings.warn(f"{CHECKPOINT} in {self.dir} is damaged; resuming from {CHECKPOINT_PREV}")
-            return state
+            return state, obj, name
         raise CheckpointError(f"no usable checkpoint in {self.dir}: {'; '.join(errors)}")
+
+    def read_checkpoint(self) -> "SearchState":
+        """The latest readable checkpoint; a damaged one falls back to the previous one (with a warning)."""
+        state, _, name = self.load_checkpoint()
+        if name == CHECKPOINT_PREV:
+            import warnings
+
+            warnings.warn(f"{CHECKPOINT} in {self.dir} is damaged or missing; resuming from {CHECKPOINT_PREV} "
+                          f"(generation {state.generation})", stacklevel=2)
+        return state

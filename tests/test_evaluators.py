@@ -121,3 +121,34 @@ def test_fitness_options_run_both_ways(option):
     b = fitness([g])[0]
     s = SequentialEvaluator(fitness).evaluate([g])[0]
     assert b.status == s.status == "ok" and 0.0 <= b.accuracy <= 1.0 and b.n_params == s.n_params
+
+
+def test_adaptive_bn_is_the_mean_of_batch_statistics(tiny_fitness):
+    from evoprune.evaluators.sequential import bn_layers, recalibrate_bn
+    from evoprune.prune import materialise
+
+    model = materialise(tiny_fitness.parent, tiny_fitness.space.uniform(0.5), tiny_fitness.example_input)
+    first_bn = bn_layers(model)[0]
+    seen = []
+    hook = first_bn.register_forward_hook(lambda m, inp, out: seen.append(inp[0].mean((0, 2, 3))))
+    recalibrate_bn(model, tiny_fitness, batches=3)
+    hook.remove()
+    torch.testing.assert_close(first_bn.running_mean, torch.stack(seen).mean(0), atol=1e-5, rtol=1e-5)
+    assert not model.training
+
+
+@pytest.mark.parametrize("steps", [0, 3])
+def test_adaptive_bn_same_both_ways_and_helps_the_zero_step_prescreen(steps):
+    from evoprune import build_fitness
+
+    fitness = build_fitness(load_config(overrides=TINY + [f"fitness.steps={steps}", "fitness.adaptive_bn=4",
+                                                          "evaluator.kind=sequential"]), progress=False)
+    genomes = _genomes(fitness, 4, seed=5)
+    seq = SequentialEvaluator(fitness).evaluate(genomes)
+    bat = BatchedEvaluator(fitness).evaluate(genomes)
+    for s, b in zip(seq, bat):
+        assert abs(s.accuracy - b.accuracy) <= 0.02
+    if steps == 0:  # recalibrated statistics beat the parent's stale ones for pruned subnets
+        fitness.cfg.fitness.adaptive_bn = 0
+        stale = SequentialEvaluator(fitness).evaluate(genomes)
+        assert sum(o.accuracy for o in seq) > sum(o.accuracy for o in stale)

@@ -21,7 +21,7 @@ from ..genome import Genome
 from ..groups import build_graph, prunable_groups
 from ..objectives import Objectives
 from ..amp import Scaler, autocast
-from .sequential import make_optimizer
+from .sequential import make_optimizer, recalibrate_bn
 
 if TYPE_CHECKING:
     from ..fitness import Fitness
@@ -145,6 +145,10 @@ class BatchedEvaluator:
                 if step >= tail_start:
                     tail += losses.detach()
             tail /= steps - tail_start
+        if cfg.adaptive_bn:
+            detached = {k: v.detach() for k, v in params.items()}
+            recalibrate_bn(self.model, self.fitness, cfg.adaptive_bn,
+                           forward=lambda x: self._forward(detached, buffers, masks, x))
         self.model.eval()
         return params, buffers, masks, tail, finite
 
