@@ -129,6 +129,8 @@ class EvaluatorConfig:
         "auto", doc="`sequential`: each subnet in its pruned shape; `batched`: the population at once, masked "
                     "(vmap); `auto`: batched where it is proven exact and measured faster")
     chunk: int = _f(0, lo=0, doc="individuals per batched step (0: the whole population); halved on CUDA OOM")
+    workers: int = _f(0, lo=0, hi=256, doc="sequential: individuals fine-tuned in parallel threads, one torch thread "
+                                          "each (0: one per CPU core on CPU, 1 on CUDA)")
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """The parent network: load user weights, reuse the run's cached parent, or train it here."""
 from __future__ import annotations
 
+import copy
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -70,6 +72,25 @@ def train_parent(model: nn.Module, data: TaskData, epochs: int, lr: float, batch
     return model.eval()
 
 
+def _load_cached(model: nn.Module, cache: Path, cfg: Config) -> bool:
+    """Load the run's cached parent if it was made with this config; a damaged cache is retrained
+    (training is seeded, so the retrained parent is the same network)."""
+    weights, meta = cache / PARENT_WEIGHTS, cache / PARENT_META
+    if not (weights.is_file() and meta.is_file()):
+        return False
+    try:
+        saved = json.loads(meta.read_text())
+        if {k: v for k, v in saved.items() if k in _fingerprint(cfg)} != _fingerprint(cfg):
+            return False
+        candidate = copy.deepcopy(model)  # a failed load must not leave `model` half-loaded
+        load_state_dict_file(candidate, weights)
+    except Exception as exc:  # noqa: BLE001 - any damage to a cache we wrote means: rebuild it
+        warnings.warn(f"the cached parent in {cache} is unreadable ({exc.__class__.__name__}); retraining it")
+        return False
+    model.load_state_dict(candidate.state_dict())
+    return True
+
+
 def get_parent(cfg: Config, data: TaskData, run_dir: str | Path | None,
                progress: bool = True) -> tuple[nn.Module, dict]:
     """The trained parent (eval mode) and its metadata, trained once and cached in `run_dir`."""
@@ -80,10 +101,7 @@ def get_parent(cfg: Config, data: TaskData, run_dir: str | Path | None,
     if cfg.parent.weights:
         load_state_dict_file(model, cfg.parent.weights)
         meta["source"] = str(cfg.parent.weights)
-    elif cache is not None and (cache / PARENT_WEIGHTS).is_file() and (cache / PARENT_META).is_file() \
-            and {k: v for k, v in json.loads((cache / PARENT_META).read_text()).items()
-                 if k in _fingerprint(cfg)} == _fingerprint(cfg):
-        load_state_dict_file(model, cache / PARENT_WEIGHTS)
+    elif cache is not None and _load_cached(model, cache, cfg):
         meta["source"] = "cached"
     else:
         train_parent(model, data, cfg.parent.epochs, cfg.parent.lr, cfg.parent.batch_size, cfg.seed, progress)

@@ -83,7 +83,7 @@ class RunWriter:
             (self.dir / name).unlink(missing_ok=True)
         save_config(fitness.cfg, self.dir / "config.yaml")
         write_json(self.dir / "task.json", {**fitness.data.describe(), "parent": fitness.parent_summary(),
-                                            "parent_meta": fitness.parent_meta})
+                                            "parent_meta": fitness.parent_meta, "evaluator": fitness.evaluator_info})
         write_json(self.dir / "space.json", fitness.space.to_json())
 
     def write_generation(self, state: "SearchState", fitness: "Fitness") -> None:
@@ -106,7 +106,7 @@ class RunWriter:
             if text is not None and self._parse(text) is not None:  # never replace a good fallback with junk
                 write_text(self.dir / CHECKPOINT_PREV, text)
         # The config and the evaluator this run really used: a resume checks the one and reuses the other.
-        evaluator = getattr(getattr(fitness, "evaluator", None), "kind", None)
+        evaluator = fitness.evaluator.kind
         write_json(ckpt, {"format": FORMAT_VERSION, "config": fitness.cfg.to_dict(), "evaluator": evaluator,
                           **state.to_json()})
 

@@ -100,15 +100,19 @@ def test_auto_follows_the_rule_and_reports_why(tiny_fitness, monkeypatch):
     from evoprune.evaluators import choose
 
     tiny_fitness.cfg.evaluator.kind = "auto"
-    try:
-        monkeypatch.setattr(choose, "CPU_BATCHED_MAX_MACS", tiny_fitness.parent_macs)
-        evaluator, info = choose_evaluator(tiny_fitness)
-        assert evaluator.kind == info["kind"] == "batched" and info["max_logit_diff"]["forward"] < 1e-3
-        monkeypatch.setattr(choose, "CPU_BATCHED_MAX_MACS", tiny_fitness.parent_macs - 1)
-        evaluator, info = choose_evaluator(tiny_fitness)
-        assert evaluator.kind == info["kind"] == "sequential" and "compute-bound" in info["reason"]
-    finally:
-        tiny_fitness.cfg.evaluator.kind = "auto"
+    monkeypatch.setattr(choose, "prefers_batched", lambda device: True)
+    evaluator, info = choose_evaluator(tiny_fitness)
+    assert evaluator.kind == info["kind"] == "batched" and info["max_logit_diff"]["forward"] < 1e-3
+    monkeypatch.setattr(choose, "prefers_batched", lambda device: False)
+    evaluator, info = choose_evaluator(tiny_fitness)
+    assert evaluator.kind == info["kind"] == "sequential" and "CPU" in info["reason"]
+
+
+def test_parallel_workers_give_bitwise_the_same_objectives(tiny_fitness):
+    genomes = _genomes(tiny_fitness, 4, seed=7)
+    one = SequentialEvaluator(tiny_fitness, workers=1).evaluate(genomes)  # conftest: one torch thread
+    two = SequentialEvaluator(tiny_fitness, workers=2).evaluate(genomes)
+    assert [(o.accuracy, o.kd_loss, o.n_params) for o in one] == [(o.accuracy, o.kd_loss, o.n_params) for o in two]
 
 
 @pytest.mark.parametrize("option", ["fitness.precision=bf16", "fitness.channels_last=true", "fitness.grad_clip=0.5"])
