@@ -51,6 +51,7 @@ def _f(default: Any, *, lo: float | None = None, hi: float | None = None,
 
 
 CRITERIA = ("l1", "l2", "bn_scale", "taylor", "lamp", "fpgm", "random")
+KD_LOSSES = ("hinton", "mse", "smooth_l1", "feature", "attention")  # evoprune.distill implements each
 
 
 @dataclass
@@ -116,6 +117,12 @@ class FitnessConfig:
                                          "scoring (EagleEye); with steps=0 a cheap pre-screen")
     temperature: float = _f(4.0, lo=0, lo_open=True, doc="KD softmax temperature")
     alpha: float = _f(0.9, lo=0, hi=1, doc="weight of the soft (teacher) term; 1 - alpha on the labels")
+    kd: Literal[KD_LOSSES] = _f("hinton", doc="KD loss: `hinton`, logit `mse` / `smooth_l1`, `feature` (FitNets, "
+                                              "1x1 adapters), `attention` (attention transfer); batched: logit losses only")
+    beta: float | None = _f(None, lo=0, doc="weight of the feature / attention term (null: 1 for feature, 1000 for "
+                                             "attention, the papers' values)")
+    feature_layers: list[str] = _f([], doc="module names whose outputs `feature` / `attention` match (empty: the "
+                                          "last block of each of the last three resolutions)")
     finetune_samples: int = _f(1024, lo=1, doc="size of the fixed fine-tune subset of train")
     val_samples: int = _f(0, lo=0, doc="validation samples scored (0: the whole split)")
     device: Literal["cpu", "cuda", "auto"] = _f("auto", doc="where fitness runs (`auto`: CUDA when available)")
@@ -129,8 +136,34 @@ class EvaluatorConfig:
         "auto", doc="`sequential`: each subnet in its pruned shape; `batched`: the population at once, masked "
                     "(vmap); `auto`: batched where it is proven exact and measured faster")
     chunk: int = _f(0, lo=0, doc="individuals per batched step (0: the whole population); halved on CUDA OOM")
-    workers: int = _f(0, lo=0, hi=256, doc="sequential: individuals fine-tuned in parallel threads, one torch thread "
+    threads: int = _f(0, lo=0, hi=256, doc="sequential: individuals fine-tuned in parallel threads, one torch thread "
                                           "each (0: one per CPU core on CPU, 1 on CUDA)")
+    backend: Literal["local", "ray"] = _f(
+        "local", doc="`local`: this process; `ray`: Ray actors, on one machine or a cluster (pip install evoprune[ray])")
+    address: str | None = _f(None, doc="ray: cluster to join (`auto` or an address; null: start a local Ray instance)")
+    workers: int = _f(0, lo=0, hi=4096, doc="ray: number of worker actors (0: one per CPU, or per GPU share when "
+                                            "gpus_per_worker > 0)")
+    gpus_per_worker: float = _f(0.0, lo=0, hi=64, doc="ray: GPUs per worker, fractional packs several on one GPU "
+                                                      "(0.25: four per GPU); 0: CPU workers")
+
+
+@dataclass
+class DistillConfig:
+    """The final, long KD fine-tune of a chosen front member (`evoprune distill`)."""
+
+    epochs: int = _f(15, lo=1, doc="epochs over the train split")
+    lr: float = _f(0.05, lo=0, lo_open=True, doc="initial learning rate (SGD, Nesterov momentum 0.9, cosine schedule)")
+    batch_size: int = _f(64, lo=1, doc="batch size")
+    weight_decay: float = _f(5e-4, lo=0, doc="weight decay")
+    kd: Literal[KD_LOSSES] = _f("hinton", doc="KD loss (as `fitness.kd`)")
+    temperature: float = _f(4.0, lo=0, lo_open=True, doc="KD softmax temperature")
+    alpha: float = _f(0.9, lo=0, hi=1, doc="weight of the soft (teacher) term; 1 - alpha on the labels")
+    beta: float | None = _f(None, lo=0, doc="weight of the feature / attention term (null: as `fitness.beta`)")
+    feature_layers: list[str] = _f([], doc="layers for `feature` / `attention` (empty: as `fitness.feature_layers`)")
+    dml: bool = _f(False, doc="deep mutual learning: a second student trains alongside, each also learning from the other")
+    augment: Literal["auto", "none", "crop", "crop_flip"] = _f(
+        "auto", doc="train-time augmentation: random crop (padding 1/8 of the side) and/or horizontal flip; "
+                    "`auto`: crop_flip for images of 16 px or more, none for smaller ones")
 
 
 @dataclass
@@ -143,6 +176,7 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     fitness: FitnessConfig = field(default_factory=FitnessConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -24,6 +24,17 @@ from .prune import materialise
 from .space import SearchSpace
 
 
+def _move(value, device: torch.device):
+    """Tensors (also inside lists, tuples and dicts) moved to `device`; anything else as is."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_move(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _move(v, device) for k, v in value.items()}
+    return value
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -54,6 +65,28 @@ class Fitness:
         self.parent_macs = count_macs(self.parent, self.example_input)
         self.parent_accuracy = top1(logits_of(self.parent, self.val_x), self.val_y.cpu())
         self.evaluator, self.evaluator_info = choose_evaluator(self)
+
+    # Not staged data: what `from_staged` takes as arguments or rebuilds (every other attribute is).
+    _NOT_STAGED = frozenset({"cfg", "data", "space", "device", "parent", "parent_meta", "cache", "evaluator",
+                             "evaluator_info"})
+
+    def staged(self) -> dict:
+        """The staged pieces (fine-tune subset, batch plan, teacher outputs, validation split, parent sizes)
+        on the CPU: with cfg, parent and space, all that `from_staged` needs (e.g. on a Ray worker)."""
+        return {k: _move(v, torch.device("cpu")) for k, v in vars(self).items() if k not in self._NOT_STAGED}
+
+    @classmethod
+    def from_staged(cls, cfg: Config, staged: dict, parent: nn.Module, space: SearchSpace) -> "Fitness":
+        """A Fitness from another one's `staged()` pieces, on `cfg.fitness.device`: no data loading and no
+        teacher pass, so every copy scores against the very same teacher outputs. `data` is None."""
+        self = cls.__new__(cls)
+        self.cfg, self.data, self.space, self.parent_meta, self.cache = cfg, None, space, {}, {}
+        self.device = resolve_device(cfg.fitness.device)
+        self.parent = parent.to(self.device).eval()
+        for name, value in staged.items():
+            setattr(self, name, _move(value, self.device))
+        self.evaluator, self.evaluator_info = choose_evaluator(self)
+        return self
 
     def _stage(self, cfg: Config) -> None:
         """Fix the fine-tune subset, its batch plan and the teacher's outputs, on the device, once."""

@@ -1,5 +1,9 @@
-"""Parent architectures by name: a small residual CNN and CIFAR-style ResNets."""
+"""Parent architectures by name: built-in CNNs, CIFAR-style ResNets and torchvision models (new head)."""
 from __future__ import annotations
+
+import difflib
+import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -58,16 +62,122 @@ def cifar_resnet(depth: int, n_classes: int, in_channels: int, width: int = 16) 
     return ResNet([(width, n, 1), (2 * width, n, 2), (4 * width, n, 2)], n_classes, in_channels, stem=width)
 
 
-ARCHS = ("simple_cnn", "resnet20")
+BUILTIN_ARCHS = ("simple_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
+# torchvision models that are tested to build, trace and prune; any other torchvision classification
+# model name is accepted too (it works where torch-pruning can trace it).
+TESTED_TORCHVISION = ("resnet18", "resnet34", "resnet50", "googlenet", "mobilenet_v2", "vgg11_bn", "vgg16_bn")
+ARCHS = BUILTIN_ARCHS + TESTED_TORCHVISION  # the names listed in messages; see known_archs() for all
+# Builder arguments: the auxiliary heads of the Inception nets are off (one output, prunable like the
+# rest) and so is their ImageNet input re-normalisation (the data are normalised here, per dataset).
+_TV_KWARGS = {"googlenet": {"aux_logits": False, "transform_input": False},
+              "inception_v3": {"aux_logits": False, "transform_input": False}}
 
 
-def build_model(arch: str, n_classes: int, in_channels: int, width: int | None = None) -> nn.Module:
-    """Instantiate a parent architecture with a fresh head for `n_classes` (width None: its standard)."""
+class WeightsUnavailable(FileNotFoundError):
+    """Pretrained weights could not be fetched (offline); the message says where to put the file."""
+
+
+def torchvision_archs() -> list[str]:
+    """torchvision's classification models (torchvision.models.list_models(module=torchvision.models))."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def is_torchvision(arch: str) -> bool:
+    return arch not in BUILTIN_ARCHS
+
+
+def known_archs() -> list[str]:
+    return list(BUILTIN_ARCHS) + [a for a in torchvision_archs() if a not in BUILTIN_ARCHS]
+
+
+def arch_problem(arch: str) -> str | None:
+    """None if `arch` names a known architecture, else a message with a "did you mean" suggestion."""
+    if arch in BUILTIN_ARCHS:
+        return None
+    known = known_archs()
+    if arch in known:
+        return None
+    close = difflib.get_close_matches(arch.lower(), known, n=3, cutoff=0.6)
+    hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    return (f"expected one of {', '.join(BUILTIN_ARCHS)} (built in) or a torchvision classification model "
+            f"({', '.join(TESTED_TORCHVISION)}, ... {len(known) - len(BUILTIN_ARCHS)} in all: "
+            f"torchvision.models.list_models()), got {arch!r}{hint}")
+
+
+def input_channels(arch: str) -> int | None:
+    """Channels the architecture needs (3 for torchvision models), or None: any (the data's own)."""
+    return 3 if is_torchvision(arch) else None
+
+
+def replace_classifier(model: nn.Module, n_classes: int) -> nn.Linear:
+    """Swap the output layer (the last nn.Linear) for a fresh one with `n_classes` outputs."""
+    name = ""
+    for n, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            name = n
+    if not name:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier to replace")
+    old = model.get_submodule(name)
+    owner_name, _, attr = name.rpartition(".")
+    head = nn.Linear(old.in_features, n_classes, bias=old.bias is not None)
+    setattr(model.get_submodule(owner_name) if owner_name else model, attr, head)
+    return head
+
+
+def _weights_help(arch: str, exc: BaseException) -> str:
+    import torchvision
+
+    url = torchvision.models.get_model_weights(arch).DEFAULT.url
+    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    return (f"parent.pretrained=imagenet: cannot get the ImageNet weights of {arch} "
+            f"({exc.__class__.__name__}: {' '.join(str(exc).split())[:160]}). If this machine is offline, "
+            f"download {url} elsewhere and put it at {target} (torch.hub's cache, read without a download), "
+            f"or load a state_dict of your own with parent.weights=PATH, or train from scratch with "
+            f"parent.pretrained=none")
+
+
+def torchvision_model(arch: str, n_classes: int, pretrained: bool = False) -> nn.Module:
+    """A torchvision classification model, ImageNet weights if `pretrained`, head for `n_classes`."""
+    import torchvision
+
+    kwargs = dict(_TV_KWARGS.get(arch, {}))
+    if arch in ("googlenet", "inception_v3") and not pretrained:
+        kwargs["init_weights"] = True  # torchvision's own init (and no warning about its default)
+    weights = torchvision.models.get_model_weights(arch).DEFAULT if pretrained else None
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+            model = torchvision.models.get_model(arch, weights=weights, **kwargs)
+    except (OSError, RuntimeError) as exc:  # URLError / HTTPError / timeouts are OSErrors; bad hash: RuntimeError
+        if not pretrained:
+            raise
+        raise WeightsUnavailable(_weights_help(arch, exc)) from exc
+    replace_classifier(model, n_classes)
+    return model
+
+
+def build_model(arch: str, n_classes: int, in_channels: int, width: int | None = None,
+                pretrained: bool = False) -> nn.Module:
+    """Instantiate a parent architecture with a fresh head for `n_classes` (width None: its standard).
+
+    Built-in architectures take any number of input channels; torchvision models take 3 (grayscale
+    data are repeated to 3 channels by the data loader, see data.load_data). `pretrained` loads the
+    torchvision ImageNet weights (DEFAULT) before the head is replaced.
+    """
     if arch == "simple_cnn":
         return simple_cnn(n_classes, in_channels, width or 32)
-    if arch == "resnet20":
-        return cifar_resnet(20, n_classes, in_channels, width or 16)
-    raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
+    if arch in BUILTIN_ARCHS:
+        return cifar_resnet(int(arch[len("resnet"):]), n_classes, in_channels, width or 16)
+    if arch not in torchvision_archs():
+        raise ValueError(arch_problem(arch))
+    if in_channels != 3:
+        raise ValueError(f"{arch} (torchvision) takes 3-channel input, got {in_channels} channels; "
+                         f"load the data with channels=3 (grayscale is repeated)")
+    if width is not None:
+        raise ValueError(f"parent.width applies to the built-in architectures only, not to {arch}")
+    return torchvision_model(arch, n_classes, pretrained)
 
 
 def classifier_of(model: nn.Module) -> nn.Module:

@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import sys
 import threading
 import time
@@ -163,7 +164,15 @@ def timed(fn, device: torch.device) -> tuple[float, int]:
     return seconds, mem.bytes
 
 
-def bench(task: str, device: str, sizes: list[int], steps: int, batch: int, peak: float) -> list[dict]:
+def _run_auto(fitness: Fitness, genomes: list, row: dict) -> None:
+    fitness.cfg.evaluator.kind = "auto"
+    evaluator, info = choose_evaluator(fitness)
+    row.update(auto_kind=info["kind"], auto_reason=info["reason"])
+    evaluator.evaluate(genomes)
+
+
+def bench(task: str, device: str, sizes: list[int], steps: int, batch: int, peak: float,
+          repeat: int) -> list[dict]:
     fitness, cfg = make_task(task, device, steps, batch)
     rows = []
     for P in sizes:
@@ -174,26 +183,29 @@ def bench(task: str, device: str, sizes: list[int], steps: int, batch: int, peak
             "naive": lambda: naive_loop(fitness, genomes),
             "sequential": lambda: SequentialEvaluator(fitness).evaluate(genomes),
             "batched": lambda: BatchedEvaluator(fitness).evaluate(genomes),
+            # auto: choosing the evaluator (on CUDA: its proof) counts, then it runs the same genomes.
+            "auto": lambda: _run_auto(fitness, genomes, row),
         }
-        for name, fn in runs.items():
-            seconds, mem = timed(fn, fitness.device)
+        # Interleaved repeats, median per method: this machine is shared and noisy.
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        mems: dict[str, list[int]] = {name: [] for name in runs}
+        for _ in range(repeat):
+            for name, fn in runs.items():
+                seconds, mem = timed(fn, fitness.device)
+                times[name].append(seconds)
+                mems[name].append(mem)
+        for name in runs:
+            seconds = statistics.median(times[name])
             row[f"{name}_ips"] = P / seconds
-            row[f"{name}_peak_mb"] = mem / 2 ** 20
+            row[f"{name}_ips_runs"] = [P / t for t in times[name]]
+            row[f"{name}_peak_mb"] = max(mems[name]) / 2 ** 20
             row[f"{name}_gflops"] = flops / seconds / 1e9
-            print(f"  {task} P={P:3d} {name:10s} {P / seconds:8.2f} ind/s  peak {mem / 2**20:7.1f} MB", flush=True)
-        # auto: the proof + speed probe, then the chosen evaluator on the same genomes (probe counted).
-        fitness.cfg.evaluator.kind = "auto"
-        t = time.perf_counter()
-        evaluator, info = choose_evaluator(fitness)
-        probe_s = time.perf_counter() - t
-        seconds, _ = timed(lambda: evaluator.evaluate(genomes), fitness.device)
-        row.update(auto_ips=P / (seconds + probe_s), auto_ips_excluding_probe=P / seconds, auto_kind=info["kind"],
-                   auto_probe_s=probe_s, auto_reason=info["reason"])
+            print(f"  {task} P={P:3d} {name:10s} {P / seconds:8.2f} ind/s (median of {repeat})  "
+                  f"peak {max(mems[name]) / 2**20:7.1f} MB", flush=True)
         for name in ("sequential", "batched", "auto"):
             row[f"{name}_vs_naive"] = row[f"{name}_ips"] / row["naive_ips"]
         row["dense_matmul_gflops"] = peak / 1e9
         row["best_fraction_of_matmul_peak"] = max(row[f"{n}_gflops"] for n in ("naive", "sequential", "batched")) / (peak / 1e9)
-        print(f"  {task} P={P:3d} auto -> {info['kind']}: {row['auto_ips']:.2f} ind/s (probe {probe_s:.1f}s)", flush=True)
         rows.append(row)
     return rows
 
@@ -220,8 +232,9 @@ def write_markdown(entries: list[dict], path: Path) -> None:
             f"{r['batched_vs_naive']:.2f}x | {r['auto_vs_naive']:.2f}x | {r['naive_peak_mb']:.0f}/{r['sequential_peak_mb']:.0f}/"
             f"{r['batched_peak_mb']:.0f} | {max(r['naive_gflops'], r['sequential_gflops'], r['batched_gflops']):.1f} "
             f"({r['dense_matmul_gflops']:.0f}) |")
-    lines += ["", "auto_ips counts the start-up proof and speed probe; auto_ips_excluding_probe in the JSON does not.",
-              "Peak memory: CUDA max allocated, or sampled resident-set growth on CPU."]
+    lines += ["", "Each figure is the median of interleaved repeats (all runs in the JSON). auto_ips includes choosing",
+              "the evaluator (on CUDA, the batched form's start-up proof). Peak memory: CUDA max allocated, or the",
+              "sampled growth of the resident set on CPU (coarse: freed memory is reused)."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -232,16 +245,18 @@ def main() -> None:
     ap.add_argument("--sizes", default="8,16,32")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--quick", action="store_true", help="smoke run: P = 4, 2 steps")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved repeats; the median is reported")
+    ap.add_argument("--quick", action="store_true", help="smoke run: P = 4, 2 steps, 1 repeat")
     ap.add_argument("--out", default=str(ROOT / "results"))
     args = ap.parse_args()
     if args.quick:
-        args.sizes, args.steps = "4", 2
+        args.sizes, args.steps, args.repeat = "4", 2, 1
     device = torch.device(args.device)
     peak = dense_matmul_flops(device)
     results = []
     for task in args.tasks.split(","):
-        results += bench(task, args.device, [int(s) for s in args.sizes.split(",")], args.steps, args.batch, peak)
+        results += bench(task, args.device, [int(s) for s in args.sizes.split(",")], args.steps, args.batch, peak,
+                         args.repeat)
     run = {"command": "python " + " ".join(sys.argv), "date": dt.datetime.now().isoformat(timespec="seconds"),
            "machine": machine(device)}
     out = Path(args.out)

@@ -108,10 +108,10 @@ def test_auto_follows_the_rule_and_reports_why(tiny_fitness, monkeypatch):
     assert evaluator.kind == info["kind"] == "sequential" and "CPU" in info["reason"]
 
 
-def test_parallel_workers_give_bitwise_the_same_objectives(tiny_fitness):
+def test_parallel_threads_give_bitwise_the_same_objectives(tiny_fitness):
     genomes = _genomes(tiny_fitness, 4, seed=7)
-    one = SequentialEvaluator(tiny_fitness, workers=1).evaluate(genomes)  # conftest: one torch thread
-    two = SequentialEvaluator(tiny_fitness, workers=2).evaluate(genomes)
+    one = SequentialEvaluator(tiny_fitness, threads=1).evaluate(genomes)  # conftest: one torch thread
+    two = SequentialEvaluator(tiny_fitness, threads=2).evaluate(genomes)
     assert [(o.accuracy, o.kd_loss, o.n_params) for o in one] == [(o.accuracy, o.kd_loss, o.n_params) for o in two]
 
 

@@ -95,20 +95,20 @@ def kd_finetune(model: nn.Module, fitness: "Fitness", steps: int | None = None) 
 class SequentialEvaluator:
     """Each individual in its real pruned shape (exact for any architecture).
 
-    On a CPU, small convolutions use two cores poorly; `workers` threads each fine-tune one
+    On a CPU, small convolutions use two cores poorly; `threads` threads each fine-tune one
     individual with one torch thread instead (measured ~1.4-1.6x on 2 cores, results bitwise the same
     for any worker count, since every individual's arithmetic runs on one thread).
     """
 
     kind = "sequential"
 
-    def __init__(self, fitness: "Fitness", workers: int | None = None):
+    def __init__(self, fitness: "Fitness", threads: int | None = None):
         self.fitness = fitness
-        if workers is None:
-            workers = fitness.cfg.evaluator.workers
-        if workers == 0:
-            workers = 1 if fitness.device.type == "cuda" else len(os.sched_getaffinity(0))
-        self.workers = workers
+        if threads is None:
+            threads = fitness.cfg.evaluator.threads
+        if threads == 0:
+            threads = 1 if fitness.device.type == "cuda" else len(os.sched_getaffinity(0))
+        self.threads = threads
 
     def _one(self, genome: Genome) -> Objectives:
         start = time.perf_counter()
@@ -127,12 +127,12 @@ class SequentialEvaluator:
                 on_done(1)
             return obj
 
-        if self.workers <= 1:
+        if self.threads <= 1:
             return [run(g) for g in genomes]
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # one thread per individual: parallel across individuals instead
         try:
-            with ThreadPoolExecutor(self.workers) as pool:
+            with ThreadPoolExecutor(self.threads) as pool:
                 return list(pool.map(run, genomes))
         finally:
             torch.set_num_threads(threads)
