@@ -1,4 +1,10 @@
-"""The parent network: load user weights, reuse the run's cached parent, or train it here."""
+"""The parent network: load user weights, reuse the run's cached parent, or transfer-learn it here.
+
+Training has two phases: `parent.frozen_epochs` epochs train only the new head with the backbone
+frozen (in eval mode, so its BatchNorm statistics stay those of the pretrained weights), then
+`parent.epochs` epochs fine-tune everything (SGD, Nesterov momentum, cosine schedule). Batches are
+augmented as the data say (`TaskData.augment`); training runs on CUDA when fitness.device allows.
+"""
 from __future__ import annotations
 
 import copy
@@ -11,17 +17,39 @@ from torch import nn
 from tqdm import tqdm
 
 from .atomic import atomic_write, write_json
-from .config import Config
-from .data import TaskData
+from .config import Config, ConfigError
+from .data import TaskData, augment_batch
 from .metrics import accuracy
-from .models import build_model
+from .models import build_model, classifier_of, input_channels
 
 PARENT_WEIGHTS = "parent.pt"
 PARENT_META = "parent.json"
 
 
-def build_parent(cfg: Config, data_shape: tuple[int, ...], n_classes: int) -> nn.Module:
-    return build_model(cfg.parent.arch, n_classes, data_shape[0], cfg.parent.width)
+PRETRAINED_FROZEN_EPOCHS = 3  # parent.frozen_epochs: null with ImageNet weights
+
+
+def build_parent(cfg: Config, data_shape: tuple[int, ...], n_classes: int, pretrained: bool = False) -> nn.Module:
+    """The configured architecture for this task; ImageNet weights only if `pretrained` (and configured):
+    whoever loads a state_dict over it next (a cache, parent.weights, a run) needs no download."""
+    use_imagenet = pretrained and cfg.parent.pretrained == "imagenet"
+    return build_model(cfg.parent.arch, n_classes, data_shape[0], cfg.parent.width, pretrained=use_imagenet)
+
+
+def parent_channels(cfg: Config) -> int | None:
+    """Input channels the configured parent needs (load_data repeats grayscale to match), or None."""
+    return input_channels(cfg.parent.arch)
+
+
+def frozen_epochs(cfg: Config) -> int:
+    if cfg.parent.frozen_epochs is not None:
+        return cfg.parent.frozen_epochs
+    return PRETRAINED_FROZEN_EPOCHS if cfg.parent.pretrained != "none" else 0
+
+
+def _train_device(cfg: Config) -> torch.device:
+    use_cuda = cfg.fitness.device != "cpu" and torch.cuda.is_available()
+    return torch.device("cuda" if use_cuda else "cpu")
 
 
 def load_state_dict_file(model: nn.Module, path: str | Path) -> None:
@@ -42,34 +70,96 @@ def load_state_dict_file(model: nn.Module, path: str | Path) -> None:
         raise ValueError(f"{p} does not fit the parent ({'; '.join(problems)})")
 
 
+def check_input_size(model: nn.Module, data: TaskData, arch: str) -> None:
+    """One forward of the task's input shape, so that too small images fail here, clearly, not mid-training."""
+    try:
+        with torch.no_grad():
+            model.eval()(data.example_input(2))
+    except RuntimeError as exc:
+        shape = "x".join(map(str, data.input_shape))
+        raise ConfigError("data.image_size", f"parent.arch={arch} cannot take {shape} inputs "
+                                             f"({' '.join(str(exc).split())[:120]}); set data.image_size "
+                                             f"(e.g. 32) to resize the images") from None
+
+
 def _fingerprint(cfg: Config) -> dict:
     """What the cached parent depends on; a cache with another fingerprint is retrained."""
-    return {"arch": cfg.parent.arch, "width": cfg.parent.width, "epochs": cfg.parent.epochs,
+    d = cfg.data
+    return {"arch": cfg.parent.arch, "width": cfg.parent.width, "pretrained": cfg.parent.pretrained,
+            "frozen_epochs": frozen_epochs(cfg), "epochs": cfg.parent.epochs,
             "lr": cfg.parent.lr, "batch_size": cfg.parent.batch_size, "seed": cfg.seed,
-            "data": cfg.data.name, "val_fraction": cfg.data.val_fraction,
-            "test_fraction": cfg.data.test_fraction}
+            "data": d.name, "data_root": str(Path(d.root).expanduser().absolute()) if d.root else None,
+            "image_size": d.image_size, "augment": d.augment, "max_train_samples": d.max_train_samples,
+            "max_eval_samples": d.max_eval_samples, "val_fraction": d.val_fraction,
+            "test_fraction": d.test_fraction}
 
 
-def train_parent(model: nn.Module, data: TaskData, epochs: int, lr: float, batch_size: int,
-                 seed: int, progress: bool = True) -> nn.Module:
-    """Plain supervised training (SGD, cosine schedule) on the train split."""
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
+def fingerprint_mismatch(cfg: Config, directory: str | Path) -> str | None:
+    """None if `directory` holds no parent or one made with `cfg`, else the first setting that differs."""
+    meta = Path(directory) / PARENT_META
+    if not meta.is_file():
+        return None
+    try:
+        saved = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return "parent.json (unreadable)"
+    for key, value in _fingerprint(cfg).items():
+        if not isinstance(saved, dict) or saved.get(key, "<absent>") != value:
+            then = saved.get(key, "<absent>") if isinstance(saved, dict) else "<absent>"
+            return f"{key}: {then!r} there, {value!r} now"
+    return None
+
+
+def _epochs(model: nn.Module, params: list[nn.Parameter], data: TaskData, epochs: int, lr: float,
+            batch_size: int, gen: torch.Generator, device: torch.device, desc: str, progress: bool,
+            head_only: bool) -> None:
+    """SGD (Nesterov, cosine schedule) over `params` for `epochs` epochs of the train split."""
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     steps_per_epoch = (len(data.train_y) + batch_size - 1) // batch_size
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
-    model.train()
-    bar = tqdm(range(epochs), desc="training parent", disable=not progress, leave=False)
+    bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
     for _ in bar:
+        model.train()
+        if head_only:  # a frozen backbone keeps its BatchNorm statistics
+            model.eval()
+            classifier_of(model).train()
         order = torch.randperm(len(data.train_y), generator=gen)
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
-            loss = nn.functional.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+            x = data.train_x[idx]
+            if data.augment != "none":
+                x = augment_batch(x, data.augment, gen)
+            loss = nn.functional.cross_entropy(model(x.to(device)), data.train_y[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    return model.eval()
+        if progress:  # the val accuracy of every epoch on the bar (eval mode; the next epoch resets modes)
+            bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{accuracy(model, data.val_x, data.val_y):.4f}")
+
+
+def train_parent(model: nn.Module, data: TaskData, epochs: int, lr: float, batch_size: int,
+                 seed: int, progress: bool = True, frozen_epochs: int = 0,
+                 device: torch.device | str = "cpu") -> nn.Module:
+    """Transfer learning on the train split: `frozen_epochs` training the head alone (backbone frozen),
+    then `epochs` fine-tuning everything. Returns the model on the CPU, in eval mode, all trainable."""
+    gen = torch.Generator().manual_seed(seed)
+    device = torch.device(device)
+    model.to(device)
+    if frozen_epochs > 0:
+        head = list(classifier_of(model).parameters())
+        head_ids = {id(p) for p in head}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in head_ids)
+        try:
+            _epochs(model, head, data, frozen_epochs, lr, batch_size, gen, device, "training head (frozen)",
+                    progress, head_only=True)
+        finally:
+            for p in model.parameters():
+                p.requires_grad_(True)
+    _epochs(model, list(model.parameters()), data, epochs, lr, batch_size, gen, device, "training parent",
+            progress, head_only=False)
+    return model.cpu().eval()
 
 
 def _load_cached(model: nn.Module, cache: Path, cfg: Config) -> bool:
@@ -92,19 +182,25 @@ def _load_cached(model: nn.Module, cache: Path, cfg: Config) -> bool:
 
 
 def get_parent(cfg: Config, data: TaskData, run_dir: str | Path | None,
-               progress: bool = True) -> tuple[nn.Module, dict]:
-    """The trained parent (eval mode) and its metadata, trained once and cached in `run_dir`."""
+               progress: bool = True, reuse: bool = True) -> tuple[nn.Module, dict]:
+    """The trained parent (eval mode) and its metadata, trained once and cached in `run_dir`
+    (`reuse=False`: retrained even if the cache fits)."""
     torch.manual_seed(cfg.seed)  # the fresh head's initialisation
     model = build_parent(cfg, data.input_shape, data.n_classes)
+    check_input_size(model, data, cfg.parent.arch)
     meta = {"source": "", **_fingerprint(cfg)}
     cache = Path(run_dir) if run_dir is not None else None
     if cfg.parent.weights:
         load_state_dict_file(model, cfg.parent.weights)
         meta["source"] = str(cfg.parent.weights)
-    elif cache is not None and _load_cached(model, cache, cfg):
+    elif reuse and cache is not None and _load_cached(model, cache, cfg):
         meta["source"] = "cached"
     else:
-        train_parent(model, data, cfg.parent.epochs, cfg.parent.lr, cfg.parent.batch_size, cfg.seed, progress)
+        if cfg.parent.pretrained != "none":
+            torch.manual_seed(cfg.seed)
+            model = build_parent(cfg, data.input_shape, data.n_classes, pretrained=True)
+        train_parent(model, data, cfg.parent.epochs, cfg.parent.lr, cfg.parent.batch_size, cfg.seed, progress,
+                     frozen_epochs=frozen_epochs(cfg), device=_train_device(cfg))
         meta["source"] = "trained"
     model.eval()
     meta["val_accuracy"] = accuracy(model, data.val_x, data.val_y)
@@ -112,3 +208,46 @@ def get_parent(cfg: Config, data: TaskData, run_dir: str | Path | None,
         atomic_write(cache / PARENT_WEIGHTS, lambda fh: torch.save(model.state_dict(), fh), binary=True)
         write_json(cache / PARENT_META, meta)
     return model, meta
+
+
+# -- `train-parent`: a directory holding just the parent, reused by searches ---------------------------
+PARENT_FILES = (PARENT_WEIGHTS, PARENT_META)
+
+
+def holds_only_parent(directory: str | Path) -> bool:
+    """True for a directory that `train-parent` made: parent.pt / parent.json and nothing else."""
+    d = Path(directory)
+    if not d.is_dir():
+        return False
+    names = {p.name for p in d.iterdir()}
+    return bool(names) and names <= set(PARENT_FILES)
+
+
+def parent_dir_problem(out: str | Path, cfg: Config, force: bool) -> str | None:
+    """Why a parent trained with `cfg` may not go into (or be reused from) `out`, or None."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        return f"--out {out} exists and is not a directory"
+    if force or not out.exists():
+        return None
+    names = sorted(p.name for p in out.iterdir())
+    others = [n for n in names if n not in PARENT_FILES]
+    if others:
+        return (f"--out {out} is not empty (it holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); "
+                f"choose another directory or pass --force (the parent files are replaced, nothing else)")
+    mismatch = fingerprint_mismatch(cfg, out)
+    if mismatch:
+        return (f"--out {out} holds a parent made with other settings ({mismatch}); pass --force to "
+                f"replace it, or choose another directory")
+    return None
+
+
+def train_parent_into(cfg: Config, out: str | Path, force: bool = False,
+                      progress: bool = True) -> tuple[nn.Module, dict, TaskData]:
+    """Load the data, transfer-learn the parent (or reuse the one in `out` made with the same
+    settings, unless `force`), and save parent.pt + parent.json in `out`."""
+    from .data import load_task
+
+    data = load_task(cfg)
+    model, meta = get_parent(cfg, data, out, progress=progress, reuse=not force)
+    return model, meta, data

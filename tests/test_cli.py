@@ -72,7 +72,7 @@ def fake_run(tmp_path) -> Path:
     ("population: {ratio_min: 1.5}\n", "population.ratio_min"),
     ("population: {ratio_min: 0.7, ratio_max: 0.3}\n", "population.ratio_min"),
     ("fitness: {steps: -1}\n", "fitness.steps"),
-    ("parent: {arch: vgg16}\n", "parent.arch"),
+    ("parent: {arch: vgg17}\n", "parent.arch"),
     ("data: {name: imagenet}\n", "data.name"),
     ("!!python/object/apply:os.system [\"echo hi\"]\n", "malformed YAML"),
 ])

@@ -78,7 +78,7 @@ def _error(tmp_path, text: str, overrides: list[str] | None = None) -> ConfigErr
     ("population: {criteria: l1}\n", "population.criteria: expected a list"),
     ("population: {criteria: [l1, magic]}\n", "population.criteria[1]"),
     ("population: {criteria: [l1, 3]}\n", "population.criteria[1]"),
-    ("data: {name: cifar10}\n", "data.name: expected one of"),
+    ("data: {name: cifar11}\n", "data.name: expected one of"),
     ("data: {val_fraction: 0}\n", "data.val_fraction"),
     ("data: {val_fraction: 0.001}\n", "data.val_fraction"),
     ("data: {test_fraction: 1}\n", "data.test_fraction"),

@@ -1,0 +1,148 @@
+"""Transfer learning: the frozen-backbone head phase, `train-parent` writing parent.pt / parent.json,
+and searches reusing that parent (by --out, or by parent.weights)."""
+from __future__ import annotations
+
+import io
+import json
+from contextlib import redirect_stderr, redirect_stdout
+from urllib.error import URLError
+
+import torch
+import torchvision
+
+import evoprune.parent
+from evoprune import load_config, load_run
+from evoprune.cli import main
+from evoprune.data import load_data
+from evoprune.models import build_model, classifier_of
+from evoprune.parent import _epochs, frozen_epochs, train_parent
+
+TINY_PARENT = ["parent.width=4", "parent.epochs=1", "data.max_train_samples=120", "data.max_eval_samples=60"]
+TINY_SEARCH = ["search.population=4", "search.offspring=4", "search.generations=1", "fitness.steps=2",
+               "fitness.batch_size=16", "fitness.finetune_samples=32", "population.criteria=[l1,random]",
+               "evaluator.kind=sequential"]
+
+
+def _cli(*argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        rc = main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _sets(items):
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def test_head_phase_trains_only_the_head_and_keeps_batchnorm_statistics():
+    data = load_data(load_config(overrides=TINY_PARENT).data, seed=0)
+    torch.manual_seed(0)
+    model = build_model("simple_cnn", 10, 1, 4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    head = list(classifier_of(model).parameters())
+    for p in model.parameters():
+        p.requires_grad_(any(p is h for h in head))
+    _epochs(model, head, data, 1, 0.05, 32, torch.Generator().manual_seed(0), torch.device("cpu"), "head",
+            False, head_only=True)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"fc.weight", "fc.bias"}  # nor any BatchNorm running statistic
+
+
+def test_train_parent_runs_both_phases_and_leaves_everything_trainable():
+    data = load_data(load_config(overrides=TINY_PARENT).data, seed=0)
+    torch.manual_seed(0)
+    model = build_model("simple_cnn", 10, 1, 4)
+    before = model.stem[0].weight.clone()
+    train_parent(model, data, epochs=1, lr=0.05, batch_size=32, seed=0, progress=False, frozen_epochs=1)
+    assert all(p.requires_grad for p in model.parameters()) and not model.training
+    assert not torch.equal(before, model.stem[0].weight)
+
+
+def test_frozen_epochs_default_depends_on_pretrained():
+    assert frozen_epochs(load_config()) == 0
+    assert frozen_epochs(load_config(overrides=["parent.arch=resnet18", "parent.pretrained=imagenet"])) == 3
+    assert frozen_epochs(load_config(overrides=["parent.frozen_epochs=2"])) == 2
+
+
+def test_train_parent_command_then_search_reuses_the_parent(tmp_path):
+    out = tmp_path / "parent"
+    rc, stdout, err = _cli("train-parent", "--out", out, "--quiet", *_sets(TINY_PARENT))
+    assert rc == 0, err
+    assert "val acc" in stdout and sorted(p.name for p in out.iterdir()) == ["parent.json", "parent.pt"]
+    meta = json.loads((out / "parent.json").read_text())
+    assert meta["source"] == "trained" and 0.0 <= meta["val_accuracy"] <= 1.0 and meta["arch"] == "simple_cnn"
+    weights = (out / "parent.pt").read_bytes()
+
+    rc, stdout, _ = _cli("train-parent", "--out", out, "--quiet", *_sets(TINY_PARENT))  # same settings
+    assert rc == 0 and "(cached)" in stdout and (out / "parent.pt").read_bytes() == weights
+
+    rc, _, err = _cli("train-parent", "--out", out, "--quiet", *_sets(TINY_PARENT + ["parent.lr=0.01"]))
+    assert rc == 2 and "other settings (lr: 0.05 there, 0.01 now)" in err and "--force" in err
+
+    rc, _, err = _cli("search", "--out", out, "--quiet", *_sets(TINY_PARENT + TINY_SEARCH + ["seed=1"]))
+    assert rc == 2 and "other settings (seed" in err  # a search never silently replaces a trained parent
+
+    rc, stdout, err = _cli("search", "--out", out, "--quiet", *_sets(TINY_PARENT + TINY_SEARCH))
+    assert rc == 0, err
+    assert "(cached)" in stdout and (out / "parent.pt").read_bytes() == weights
+    assert load_run(out).subnet(0)(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+
+    other = tmp_path / "other"  # or by path, from any run directory
+    rc, stdout, err = _cli("search", "--out", other, "--quiet", *_sets(TINY_PARENT + TINY_SEARCH),
+                           "--set", f"parent.weights={out / 'parent.pt'}")
+    assert rc == 0, err
+    assert f"({out / 'parent.pt'})" in stdout
+
+
+def test_train_parent_refuses_a_non_empty_directory_and_needless_work(tmp_path):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    rc, _, err = _cli("train-parent", "--out", busy, "--quiet", *_sets(TINY_PARENT))
+    assert rc == 2 and "not empty" in err and sorted(p.name for p in busy.iterdir()) == ["notes.txt"]
+    rc, _, err = _cli("train-parent", "--out", tmp_path / "p", "--set", "parent.weights=x.pt")
+    assert rc == 2 and "nothing to train" in err
+    rc, _, err = _cli("train-parent", "--quiet")
+    assert rc == 2 and "--out" in err
+
+
+def test_train_parent_pretrained_offline_is_one_line_exit_2(tmp_path, monkeypatch):
+    def refuse(url, *args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", refuse)
+    rc, _, err = _cli("train-parent", "--out", tmp_path / "p", "--quiet", "--set", "parent.arch=resnet18",
+                      "--set", "parent.pretrained=imagenet", "--set", "data.image_size=16",
+                      *_sets(TINY_PARENT[1:]))
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "resnet18-f37072fd.pth" in lines[0] and "checkpoints" in lines[0]
+    assert not (tmp_path / "p").exists()
+
+
+def test_pretrained_parent_is_transfer_learned_from_the_cached_imagenet_weights(tmp_path, monkeypatch):
+    torch.manual_seed(2)
+    imagenet = torchvision.models.mobilenet_v2(weights=None).state_dict()
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(imagenet, tmp_path / "hub" / "checkpoints" / "mobilenet_v2-7ebf99e0.pth")
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    started = {}
+
+    def spy(model, *args, **kwargs):
+        started["stem"] = model.features[0][0].weight.detach().clone()
+        started["frozen_epochs"] = kwargs["frozen_epochs"]
+        return real(model, *args, **kwargs)
+
+    real = evoprune.parent.train_parent
+    monkeypatch.setattr(evoprune.parent, "train_parent", spy)
+    out = tmp_path / "p"
+    rc, stdout, err = _cli("train-parent", "--out", out, "--quiet", "--set", "parent.arch=mobilenet_v2",
+                           "--set", "parent.pretrained=imagenet", "--set", "parent.frozen_epochs=1",
+                           "--set", "data.image_size=16", *_sets(TINY_PARENT[1:]))
+    assert rc == 0, err
+    meta = json.loads((out / "parent.json").read_text())
+    assert meta["pretrained"] == "imagenet" and meta["frozen_epochs"] == 1
+    state = torch.load(out / "parent.pt", weights_only=True)
+    assert state["classifier.1.weight"].shape == (10, 1280)
+    assert torch.equal(started["stem"], imagenet["features.0.0.weight"]) and started["frozen_epochs"] == 1
