@@ -120,8 +120,9 @@ class FeatureTap:
 @torch.no_grad()
 def default_feature_layers(model: nn.Module, example_input: torch.Tensor, n: int = 3) -> list[str]:
     """The last feature map at each of the network's last `n` spatial resolutions (above 1x1), each named
-    by the innermost module that produced it: the last block of each stage (ResNet: `layers.0.0`,
-    `layers.1.1`). Modules called more than once (shared activations) are skipped."""
+    by the outermost module that returns it and holds no other chosen map: a ResNet's stages
+    (`layers.0`, `layers.1`; torchvision: `layer2`..`layer4`). Modules called more than once (shared
+    activations) are skipped. Materialised subnets keep the parent's module names."""
     model = copy.deepcopy(model).cpu().eval()
     calls: list[tuple[str, torch.Tensor]] = []
     count: dict[str, int] = {}
@@ -141,9 +142,16 @@ def default_feature_layers(model: nn.Module, example_input: torch.Tensor, n: int
     last: dict[tuple[int, int], torch.Tensor] = {}
     for _, out in calls:  # completion order: the last tensor at a resolution ends its stage
         last[tuple(out.shape[-2:])] = out
+    chosen = list(last.values())[-n:]
+    # Who returned each chosen map, innermost first (a block, then its stage, then the whole trunk).
+    who = [[name for name, o in calls if o is out and count[name] == 1] for out in chosen]
     names = []
-    for out in list(last.values())[-n:]:
-        names.append(next(name for name, o in calls if o is out and count[name] == 1))
+    for i, cands in enumerate(who):
+        others = [w[0] for j, w in enumerate(who) if j != i and w]
+        # The outermost that holds no other chosen map: the stage (`layers.1`), not the trunk (`layers`).
+        ok = [c for c in cands if not any(o.startswith(c + ".") for o in others)]
+        if ok:
+            names.append(ok[-1])
     return names
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ..distill import hinton_kd_per_model
+from ..distill import logit_kd_per_model
 from ..genome import Genome
 from ..groups import build_graph, prunable_groups
 from ..objectives import Objectives
@@ -133,7 +133,7 @@ class BatchedEvaluator:
                 x, y, t = self.fitness.batch(step)
                 with autocast(cfg, self.fitness.device):
                     out = self._forward(params, buffers, masks, x)
-                losses = hinton_kd_per_model(out.float(), t, y, cfg.temperature, cfg.alpha)
+                losses = logit_kd_per_model(cfg.kd, out.float(), t, y, cfg.temperature, cfg.alpha)
                 # Tensors, not .item(): no host synchronisation inside the step loop.
                 finite &= torch.isfinite(losses)
                 opt.zero_grad(set_to_none=True)

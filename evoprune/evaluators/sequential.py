@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+import weakref
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable, Iterable
@@ -12,7 +14,7 @@ from torch import nn
 
 from ..amp import Scaler, autocast
 from ..config import FitnessConfig
-from ..distill import hinton_kd
+from ..distill import FEATURE_LOSSES, KDLoss, default_feature_layers, teacher_feature_targets
 from ..genome import Genome
 from ..objectives import Objectives
 from ..prune import materialise
@@ -57,35 +59,80 @@ def recalibrate_bn(model: nn.Module, fitness: "Fitness", batches: int,
     model.eval()
 
 
+_TARGETS: "weakref.WeakKeyDictionary[Fitness, dict]" = weakref.WeakKeyDictionary()
+_TARGETS_LOCK = threading.Lock()
+
+
+def feature_setup(fitness: "Fitness") -> tuple[list[str], list[int], list[torch.Tensor]]:
+    """For `feature` / `attention`: the layers, the teacher's channels there, and the teacher's targets
+    on the whole fine-tune subset (raw maps for `feature`, attention maps for `attention`).
+
+    Computed once per Fitness and kept (weakly keyed by it) for every individual: memory is
+    finetune_samples x the feature maps' size (attention maps are C times smaller). Step k's targets
+    are the rows `fitness.plan[k]`, exactly like the cached teacher logits.
+    """
+    cfg = fitness.cfg.fitness
+    with _TARGETS_LOCK:  # threads of one population share the cache
+        cache = _TARGETS.setdefault(fitness, {})
+        key = (cfg.kd, tuple(cfg.feature_layers))
+        if key not in cache:
+            layers = list(cfg.feature_layers) or default_feature_layers(fitness.parent, fitness.example_input)
+            targets = teacher_feature_targets(fitness.parent, layers, cfg.kd, fitness.ft_x)
+            channels = [int(t.shape[1]) for t in teacher_feature_targets(fitness.parent, layers, "feature",
+                                                                          fitness.ft_x[:1])]
+            cache[key] = (layers, channels, targets)
+        return cache[key]
+
+
+def make_kd_loss(model: nn.Module, fitness: "Fitness") -> tuple[KDLoss, list[torch.Tensor] | None]:
+    """The configured KD loss for `model` (adapters on its device) and the cached teacher targets."""
+    cfg = fitness.cfg.fitness
+    if cfg.kd not in FEATURE_LOSSES:
+        return KDLoss(cfg.kd, cfg.temperature, cfg.alpha, model), None
+    layers, channels, targets = feature_setup(fitness)
+    loss = KDLoss(cfg.kd, cfg.temperature, cfg.alpha, model, cfg.beta, layers, channels, fitness.example_input,
+                  seed=fitness.cfg.seed)
+    return loss, targets
+
+
 def kd_finetune(model: nn.Module, fitness: "Fitness", steps: int | None = None) -> tuple[float, bool]:
-    """Short KD fine-tune on the fixed batch plan; returns (mean loss of the last steps, finite)."""
+    """Short KD fine-tune (`fitness.kd`) on the fixed batch plan; returns (mean loss of the last steps, finite).
+
+    For `feature` the 1x1 adapters train with the student (same optimiser) and are dropped afterwards.
+    """
     cfg = fitness.cfg.fitness
     steps = cfg.steps if steps is None else steps
     if steps == 0:
         return float("nan"), True
-    opt = make_optimizer(model.parameters(), cfg)
-    scaler = Scaler(cfg, fitness.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    kd, targets = make_kd_loss(model, fitness)
+    params = list(model.parameters()) + list(kd.parameters())
+    opt = make_optimizer(params, cfg)
+    scaler = Scaler(cfg, fitness.device)
     model.train()
     tail, losses = max(1, steps // 5), []
     finite = torch.ones((), dtype=torch.bool, device=fitness.device)
-    for step in range(steps):
-        x, y, t = fitness.batch(step)
-        with autocast(cfg, fitness.device):
-            out = model(x)
-        loss = hinton_kd(out.float(), t, y, cfg.temperature, cfg.alpha)
-        # A tensor flag, not an `if`: no host synchronisation inside the step loop. A diverged
-        # individual is scored worst at the end rather than poisoning the run.
-        finite &= torch.isfinite(loss)
-        opt.zero_grad(set_to_none=True)
-        scaler.backward(loss)
-        if cfg.grad_clip:
-            scaler.unscale(opt)
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(opt)
-        if step >= steps - tail:
-            losses.append(loss.detach())
+    try:
+        for step in range(steps):
+            x, y, t = fitness.batch(step)
+            with autocast(cfg, fitness.device):
+                out = model(x)
+            rows = None if targets is None else [tgt[fitness.plan[step]] for tgt in targets]
+            loss = kd(out.float(), t, y, rows)
+            # A tensor flag, not an `if`: no host synchronisation inside the step loop. A diverged
+            # individual is scored worst at the end rather than poisoning the run.
+            finite &= torch.isfinite(loss)
+            opt.zero_grad(set_to_none=True)
+            scaler.backward(loss)
+            if cfg.grad_clip:
+                scaler.unscale(opt)
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            scaler.step(opt)
+            if step >= steps - tail:
+                losses.append(loss.detach())
+    finally:
+        kd.close()
     model.eval()
     if not bool(finite):
         return float("nan"), False
