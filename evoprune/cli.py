@@ -1,4 +1,4 @@
-"""Command line: `search` and `report`; errors become one line and an exit code (2: bad input).
+"""Command line: search, report, train-parent, distill, export; errors become one line and an exit code (2: bad input).
 
 Every check of the user's input (flags, paths, config, parent weights, the checkpoint to resume)
 runs before any work starts, so bad input never creates, changes or damages a run directory.
@@ -68,6 +68,10 @@ def _check_out_dir(out: Path, force: bool) -> None:
         if not os.access(base, os.W_OK | os.X_OK):
             raise UsageError(f"--out {out}: {base} is not writable")
         if not out.exists() or force:
+            return
+        from .parent import holds_only_parent
+
+        if holds_only_parent(out):  # made by `train-parent`: a search reuses it (checked in _checks)
             return
         if _is_run_dir(out):
             raise UsageError(f"--out {out} already holds an evoprune run; continue it with "
@@ -144,7 +148,7 @@ def _check_parent_weights(cfg: Any) -> None:
     import torch
 
     from .data import load_data
-    from .parent import build_parent, load_state_dict_file
+    from .parent import build_parent, load_state_dict_file, parent_channels
 
     # Only this file is read in the two `try`s below: whatever fails there, the file is unusable.
     try:
@@ -154,7 +158,7 @@ def _check_parent_weights(cfg: Any) -> None:
                           f"({exc.__class__.__name__}: {_one_line(exc, 120)})") from None
     if not isinstance(state, dict):
         raise ConfigError("parent.weights", f"{p} holds a {type(state).__name__}, not a state_dict")
-    data = load_data(cfg.data, cfg.seed)
+    data = load_data(cfg.data, cfg.seed, channels=parent_channels(cfg))
     model = build_parent(cfg, data.input_shape, data.n_classes)
     try:
         load_state_dict_file(model, p)
@@ -231,8 +235,10 @@ def _checks(args: argparse.Namespace) -> tuple[Path, Any, dict[str, Any]]:
         run_dir = _path(args.out, "--out") if args.out is not None else \
             Path("runs") / time.strftime("search-%Y%m%d-%H%M%S")
         _check_out_dir(run_dir, args.force)
+        _check_parent_dir(run_dir, cfg, args.force)
     _check_device(cfg)
     _check_parent_weights(cfg)
+    _check_feature_layers(cfg, search=True)
     return run_dir, cfg, checkpoint
 
 
@@ -269,6 +275,45 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_parent_dir(out: Path, cfg: Any, force: bool) -> None:
+    """A `train-parent` directory as --out: its parent must be the one this config asks for."""
+    from .parent import holds_only_parent, parent_dir_problem
+
+    problem = parent_dir_problem(out, cfg, force) if holds_only_parent(out) else None
+    if problem:
+        raise UsageError(problem)
+
+
+def _cmd_train_parent(args: argparse.Namespace) -> int:
+    """Transfer-learn the parent once into --out (parent.pt, parent.json); `search --out` reuses it."""
+    try:
+        cfg = load_config(_path(args.config, "--config") if args.config is not None else None, args.set)
+        out = _path(args.out, "--out")
+        if cfg.parent.weights:
+            raise UsageError("train-parent: parent.weights is set, so there is nothing to train; drop it")
+        _check_device(cfg)
+        from .parent import parent_dir_problem, train_parent_into
+
+        problem = parent_dir_problem(out, cfg, args.force)
+    except OSError as exc:
+        raise UsageError(_os_error(exc)) from None
+    if problem:
+        raise UsageError(problem)
+
+    print(f"evoprune train-parent {cfg.parent.arch} on {cfg.data.name} -> {out}", flush=True)
+    try:
+        model, meta, data = train_parent_into(cfg, out, force=args.force, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("evoprune: interrupted; no parent saved", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"parent {cfg.parent.arch} ({meta['source']}): val acc {meta['val_accuracy']:.4f}, {n_params:,} params, "
+          f"data {data.describe()}", flush=True)
+    print(f"written: {out}/parent.pt, parent.json; use it with `search --out {out}` (same config) or "
+          f"parent.weights={out}/parent.pt", flush=True)
+    return EXIT_OK
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import front_table, write_plots
 
@@ -288,6 +333,110 @@ def _cmd_report(args: argparse.Namespace) -> int:
     print(table)
     for path in paths:
         print(f"wrote {path}")
+    if getattr(args, "metrics", False):
+        from .deploy import front_metrics, metrics_table
+
+        run = _load_run_arg(args.run_dir, "report")
+        for k in args.pick or []:
+            _check_pick(run, k, "--pick")
+        print(metrics_table(front_metrics(str(run_dir), args.pick or None, runs=args.runs)))
+        print(f"wrote {run_dir / 'metrics.json'}")
+    return EXIT_OK
+
+
+# -- final distillation and export (evoprune.final, evoprune.export) ------------------------------
+def _load_run_arg(text: str, flag: str) -> Any:
+    from .run import load_run
+
+    run_dir = _path(text, flag)
+    try:
+        return load_run(run_dir)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise UsageError(_os_error(exc)) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{run_dir}: damaged run files ({exc.__class__.__name__}: {_one_line(exc, 120)})") from None
+
+
+def _check_pick(run: Any, k: int | None, flag: str) -> None:
+    if k is not None and not 0 <= k < len(run.front):
+        raise UsageError(f"{flag} {k}: the front of {run.dir} has members 0..{len(run.front) - 1}")
+
+
+def _check_feature_layers(cfg: Any, search: bool) -> None:
+    """Configured feature layers (of the search's or the final KD loss) must be modules of the parent,
+    and so of every subnet. Module names do not depend on the input size or the classes."""
+    from .distill import FEATURE_LOSSES
+    from .parent import build_parent, parent_channels
+
+    if search:
+        key, layers = "fitness.feature_layers", cfg.fitness.feature_layers if cfg.fitness.kd in FEATURE_LOSSES else []
+    else:
+        key = "distill.feature_layers" if cfg.distill.feature_layers else "fitness.feature_layers"
+        layers = (cfg.distill.feature_layers or cfg.fitness.feature_layers) if cfg.distill.kd in FEATURE_LOSSES else []
+    if not layers:
+        return
+    names = {n for n, _ in build_parent(cfg, (parent_channels(cfg) or 3, 32, 32), 10).named_modules()}
+    bad = [n for n in layers if n not in names]
+    if bad:
+        raise ConfigError(key, f"{short(bad[0])} is not a module of the parent (e.g. {', '.join(sorted(names)[1:5])})")
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    run = _load_run_arg(args.run_dir, "distill")
+    for item in args.set:
+        key = ".".join(parse_override(item)[0])
+        if not (key.startswith("distill.") or key == "fitness.device"):
+            raise UsageError(f"distill accepts only --set distill.* and fitness.device (got {short(item)})")
+    cfg = config_from_dict(apply_overrides(run.config.to_dict(), args.set))
+    _check_pick(run, args.pick, "--pick")
+    _check_pick(run, args.pick2, "--pick2")
+    if args.pick2 is not None and not cfg.distill.dml:
+        raise UsageError("--pick2 names the second student of deep mutual learning: add --set distill.dml=true")
+    _check_device(cfg)
+    _check_feature_layers(cfg, search=False)
+    from .final import distill_dir, run_distill
+
+    print(f"evoprune distill: front member {args.pick} of {run.dir} ({cfg.distill.epochs} epochs, kd={cfg.distill.kd}"
+          f"{', deep mutual learning' if cfg.distill.dml else ''})", flush=True)
+    res = run_distill(run, cfg, args.pick, args.pick2, progress=not args.quiet, metric_runs=args.runs)
+    t = res["test"]
+    print(f"test accuracy {res['test_accuracy']:.4f} (parent {res['parent_test_accuracy']:.4f}); "
+          f"val {res['val_accuracy']:.4f} (before {res['val_accuracy_before']:.4f}); {t['n_params']:,} params "
+          f"({t['n_params'] / res['parent_test']['n_params']:.3f} of the parent), "
+          f"{res['distill']['seconds']:.1f} s")
+    if "second" in res:
+        print(f"second student: test accuracy {res['second']['test_accuracy']:.4f}")
+    print(f"wrote {distill_dir(run.dir, args.pick)}/model.pt, metrics.json")
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import EXPORT, MissingExtra, check_onnx_available, export
+    from .final import MODEL, distill_dir
+
+    run = _load_run_arg(args.run_dir, "export")
+    _check_pick(run, args.pick, "--pick")
+    out = _path(args.out, "--out")
+    try:
+        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EXPORT).is_file()
+                                                  and not args.force)):
+            raise UsageError(f"--out {out} is not empty and holds no evoprune export; choose another or pass --force")
+    except OSError as exc:
+        raise UsageError(f"--out {out}: {_os_error(exc)}") from None
+    if args.distilled and not (distill_dir(run.dir, args.pick) / MODEL).is_file():
+        raise UsageError(f"--distilled: no distilled model for front member {args.pick}; run "
+                         f"`{_command('distill', str(run.dir), '--pick', str(args.pick))}` first")
+    if args.onnx:
+        try:
+            check_onnx_available()
+        except MissingExtra as exc:
+            raise UsageError(str(exc)) from None
+    meta = export(run, args.pick, out, distilled=args.distilled, torchscript=args.torchscript, onnx=args.onnx,
+                  metric_runs=args.runs)
+    print(f"exported front member {args.pick} ({meta['weights']}) to {out}: {', '.join(meta['files'].values())}, "
+          f"export.json; reload check max |diff| {meta['check']['reload_max_abs_diff']:.3g}")
     return EXIT_OK
 
 
@@ -312,7 +461,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_search)
     r = sub.add_parser("report", help="print the front of a run and write its plots")
     r.add_argument("run_dir")
+    r.add_argument("--metrics", action="store_true", help="deployment metrics (test split) of the parent and front "
+                   "members: accuracy, size, latency, memory; writes RUN_DIR/metrics.json")
+    r.add_argument("--pick", type=int, action="append", help="with --metrics: only this front member (repeatable)")
+    r.add_argument("--runs", type=int, default=20, help="timed forwards per latency figure (median)")
     r.set_defaults(func=_cmd_report)
+    t = sub.add_parser("train-parent", help="transfer-learn the parent once (parent.pt, parent.json in --out)")
+    t.add_argument("--config", help="YAML config (default: the embedded digits task)")
+    t.add_argument("--out", required=True, help="directory for parent.pt and parent.json")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set parent.epochs=10 (repeatable)")
+    t.add_argument("--force", action="store_true", help="retrain and replace the parent files in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=_cmd_train_parent)
+    d = sub.add_parser("distill", help="long KD fine-tune of a front member; test accuracy vs the parent")
+    d.add_argument("run_dir")
+    d.add_argument("--pick", type=int, required=True, help="front member (index in front.json)")
+    d.add_argument("--pick2", type=int, help="deep mutual learning: the second student (default: a copy of --pick)")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override distill.* (or fitness.device), e.g. --set distill.epochs=30")
+    d.add_argument("--runs", type=int, default=20, help="timed forwards per latency figure (median)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=_cmd_distill)
+    e = sub.add_parser("export", help="write a front member as state_dict + genome (+ TorchScript / ONNX)")
+    e.add_argument("run_dir")
+    e.add_argument("--pick", type=int, required=True, help="front member (index in front.json)")
+    e.add_argument("--out", required=True, help="export directory")
+    e.add_argument("--distilled", action="store_true", help="the weights of `evoprune distill` (distill-K/model.pt)")
+    e.add_argument("--torchscript", action="store_true", help="also subnet.torchscript.pt (torch.jit.trace)")
+    e.add_argument("--onnx", action="store_true", help="also subnet.onnx (needs pip install 'evoprune[onnx]')")
+    e.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    e.add_argument("--runs", type=int, default=20, help="timed forwards per latency figure (median)")
+    e.set_defaults(func=_cmd_export)
     return parser
 
 

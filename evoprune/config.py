@@ -56,7 +56,18 @@ KD_LOSSES = ("hinton", "mse", "smooth_l1", "feature", "attention")  # evoprune.d
 
 @dataclass
 class DataConfig:
-    name: Literal["digits"] = _f("digits", doc="dataset; `digits` ships with scikit-learn")
+    name: Literal["digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder"] = _f(
+        "digits", doc="dataset: `digits` (ships with scikit-learn), torchvision `cifar10`, `cifar100`, `mnist`, "
+                      "`fashion_mnist`, or `imagefolder` (class subfolders under data.root)")
+    root: str | None = _f(None, doc="dataset directory (null: ./data for the torchvision datasets; "
+                                    "required for imagefolder)")
+    download: bool = _f(True, doc="download a missing torchvision dataset into data.root")
+    image_size: int | None = _f(None, lo=1, doc="resize images to this square size (null: native size)")
+    augment: Literal["auto", "none", "crop", "flip", "crop_flip"] = _f(
+        "auto", doc="parent-training augmentation: random crop with padding and/or horizontal flip "
+                    "(`auto`: none for digits, crop for mnist, crop_flip otherwise)")
+    max_train_samples: int = _f(0, lo=0, doc="cap on the training split, a stratified seeded subset (0: all)")
+    max_eval_samples: int = _f(0, lo=0, doc="cap on the validation and on the test split each (0: all)")
     val_fraction: float = _f(0.2, lo=0.01, hi=1, hi_open=True,
                              doc="share of the data held out for validation (selection)")
     test_fraction: float = _f(0.2, lo=0.01, hi=1, hi_open=True,
@@ -65,9 +76,13 @@ class DataConfig:
 
 @dataclass
 class ParentConfig:
-    arch: Literal["simple_cnn", "resnet20"] = _f("simple_cnn", doc="parent architecture")
+    arch: str = _f("simple_cnn", doc="parent architecture: built in (simple_cnn, resnet20/32/44/56/110) or any "
+                                     "torchvision classification model name")
     width: int | None = _f(None, lo=4, doc="base channel width of the built-in architectures (null: standard)")
+    pretrained: Literal["none", "imagenet"] = _f("none", doc="start a torchvision parent from its ImageNet weights")
     weights: str | None = _f(None, doc="state_dict file to load instead of training")
+    frozen_epochs: int | None = _f(None, lo=0, doc="epochs training only the new head, backbone frozen, before "
+                                                   "the full fine-tune (null: 3 if pretrained, else 0)")
     epochs: int = _f(40, lo=1, doc="training epochs when the parent is trained here")
     lr: float = _f(0.05, lo=0, lo_open=True, doc="parent training learning rate (SGD)")
     batch_size: int = _f(64, lo=1, doc="parent training batch size")
@@ -84,7 +99,7 @@ class SpaceConfig:
 class PopulationConfig:
     criteria: list[str] = _f(list(CRITERIA), doc=f"torch-pruning importance criteria: {', '.join(CRITERIA)}")
     ratio_min: float = _f(0.1, lo=0, hi=1, hi_open=True, doc="least pruning ratio (share removed) drawn")
-    ratio_max: float = _f(0.85, lo=0, hi=1, hi_open=True, doc="largest pruning ratio drawn")
+    ratio_max: float = _f(0.95, lo=0, hi=1, hi_open=True, doc="largest pruning ratio drawn")
     jitter: float = _f(0.1, lo=0, hi=0.5, doc="per-group spread around the drawn ratio")
 
 
@@ -161,9 +176,9 @@ class DistillConfig:
     beta: float | None = _f(None, lo=0, doc="weight of the feature / attention term (null: as `fitness.beta`)")
     feature_layers: list[str] = _f([], doc="layers for `feature` / `attention` (empty: as `fitness.feature_layers`)")
     dml: bool = _f(False, doc="deep mutual learning: a second student trains alongside, each also learning from the other")
-    augment: Literal["auto", "none", "crop", "crop_flip"] = _f(
+    augment: Literal["auto", "none", "crop", "flip", "crop_flip"] = _f(
         "auto", doc="train-time augmentation: random crop (padding 1/8 of the side) and/or horizontal flip; "
-                    "`auto`: crop_flip for images of 16 px or more, none for smaller ones")
+                    "`auto`: none below 16 px, else as `data.augment` (crop for mnist, crop_flip for natural images)")
 
 
 @dataclass
@@ -301,6 +316,25 @@ def _check_cross_fields(cfg: Config) -> None:
             raise ConfigError(f"population.criteria[{i}]", f"expected one of {', '.join(CRITERIA)}, got {short(c)}")
     if cfg.data.val_fraction + cfg.data.test_fraction >= 0.9:
         raise ConfigError("data.test_fraction", "expected data.val_fraction + data.test_fraction < 0.9")
+    _check_parent_and_data(cfg)
+
+
+def _check_parent_and_data(cfg: Config) -> None:
+    """parent.arch against the known names (with a suggestion); settings that only fit some archs."""
+    from .models import BUILTIN_ARCHS, arch_problem  # lazy: torch is not needed to read a config
+
+    problem = arch_problem(cfg.parent.arch)
+    if problem:
+        raise ConfigError("parent.arch", problem)
+    builtin = cfg.parent.arch in BUILTIN_ARCHS
+    if builtin and cfg.parent.pretrained != "none":
+        raise ConfigError("parent.pretrained", f"ImageNet weights exist for torchvision architectures only, "
+                                               f"not for {cfg.parent.arch}; use none")
+    if not builtin and cfg.parent.width is not None:
+        raise ConfigError("parent.width", f"applies to the built-in architectures only, not to {cfg.parent.arch}; "
+                                          f"use null")
+    if cfg.data.name == "imagefolder" and not cfg.data.root:
+        raise ConfigError("data.root", "required for data.name=imagefolder (a directory of class subfolders)")
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:

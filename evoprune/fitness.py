@@ -19,7 +19,7 @@ from .genome import Genome
 from .importance import build_space
 from .metrics import count_macs, count_params, logits_of, top1
 from .objectives import Objectives
-from .parent import get_parent
+from .parent import get_parent, parent_channels
 from .prune import materialise
 from .space import SearchSpace
 
@@ -165,7 +165,7 @@ class Fitness:
 def build_fitness(cfg: Config, run_dir: str | Path | None = None, progress: bool = True) -> Fitness:
     """Data loaded, parent trained (or loaded / cached in `run_dir`), search space traced."""
     torch.manual_seed(cfg.seed)
-    data = load_data(cfg.data, cfg.seed)
+    data = load_data(cfg.data, cfg.seed, channels=parent_channels(cfg))  # grayscale -> 3 for torchvision
     parent, meta = get_parent(cfg, data, run_dir, progress=progress)
     gen = torch.Generator().manual_seed(cfg.seed + 29)
     calib = torch.randperm(len(data.train_y), generator=gen)[:256]

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..distill import FEATURE_LOSSES, LOGIT_LOSSES
 from ..metrics import logits_of
 from ..population import pruned_genome
 from ..prune import materialise
@@ -86,9 +87,19 @@ def prefers_batched(device: torch.device) -> bool:
 
 def choose_evaluator(fitness: "Fitness") -> tuple[Any, dict[str, Any]]:
     """The evaluator that `evaluator.kind` asks for, with the evidence for the choice."""
+    if fitness.cfg.evaluator.backend == "ray":  # workers apply this same rule on their own devices
+        from .ray_backend import RayEvaluator  # Ray is optional: imported only when asked for
+
+        ray_evaluator = RayEvaluator(fitness)
+        return ray_evaluator, ray_evaluator.info
     kind = fitness.cfg.evaluator.kind
     if kind == "sequential":
         return SequentialEvaluator(fitness), {"kind": "sequential", "reason": "configured"}
+    if fitness.cfg.fitness.kd in FEATURE_LOSSES:
+        reason = (f"{'auto' if kind == 'auto' else 'configured batched'}: fitness.kd={fitness.cfg.fitness.kd} needs "
+                  f"the subnets' feature maps; the batched evaluator supports only logit losses "
+                  f"({', '.join(LOGIT_LOSSES)})")
+        return SequentialEvaluator(fitness), {"kind": "sequential", "reason": reason}
     if kind == "auto" and not prefers_batched(fitness.device):
         reason = "auto: sequential on a CPU (measured faster there; batched is for CUDA)"
         return SequentialEvaluator(fitness), {"kind": "sequential", "reason": reason}
