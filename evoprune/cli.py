@@ -6,202 +6,19 @@ runs before any work starts, so bad input never creates, changes or damages a ru
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+from .checks import (UsageError, as_path, check_device, check_feature_layers, check_pick, command, load_run_arg,
+                     one_line, os_error, pin_evaluator, search_inputs)
 from .config import (ConfigError, apply_overrides, config_from_dict, load_config, parse_override, read_yaml,
                      save_config, short)
 from .rundir import CheckpointError, RunWriter
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-RESUME_OVERRIDABLE = ("search.generations", "search.max_evaluations")
-# May differ between config.yaml and a checkpoint: the resume budget, and `evaluator.kind`, which a
-# resume replaces by the evaluator the run actually used (see _pin_evaluator).
-RESUME_MAY_DIFFER = RESUME_OVERRIDABLE + ("evaluator.kind",)
-RUN_MARKERS = ("config.yaml", "checkpoint.json", "checkpoint.prev.json", "parent.json")
 
-
-class UsageError(Exception):
-    """Bad command-line input that is not a config error (paths, flags)."""
-
-
-def _one_line(text: object, limit: int = 1000) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _path(text: str, flag: str) -> Path:
-    if not text or "\0" in text:
-        raise UsageError(f"{flag}: expected a path, got {short(text)}")
-    return Path(text)
-
-
-def _os_error(exc: OSError) -> str:
-    where = f"{exc.filename}: " if exc.filename else ""
-    return f"{where}{exc.strerror or exc}"
-
-
-def _command(*parts: str) -> str:
-    return " ".join(shlex.quote(p) for p in ("python", "-m", "evoprune", *parts))
-
-
-# -- checks (no side effects) -----------------------------------------------------------------
-def _is_run_dir(path: Path) -> bool:
-    return any((path / name).is_file() for name in RUN_MARKERS)
-
-
-def _check_out_dir(out: Path, force: bool) -> None:
-    """Never write into a file, a directory that holds something else, or over a run, without --force."""
-    try:
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out {out} exists and is not a directory")
-        base = out
-        while not base.exists() and base != base.parent:
-            base = base.parent
-        if not base.is_dir():
-            raise UsageError(f"--out {out}: {base} is not a directory")
-        if not os.access(base, os.W_OK | os.X_OK):
-            raise UsageError(f"--out {out}: {base} is not writable")
-        if not out.exists() or force:
-            return
-        from .parent import holds_only_parent
-
-        if holds_only_parent(out):  # made by `train-parent`: a search reuses it (checked in _checks)
-            return
-        if _is_run_dir(out):
-            raise UsageError(f"--out {out} already holds an evoprune run; continue it with "
-                             f"`search --resume {out}` or start it over with --force")
-        if any(out.iterdir()):
-            raise UsageError(f"--out {out} is not empty and is not an evoprune run; "
-                             f"choose another directory or pass --force")
-    except OSError as exc:
-        raise UsageError(f"--out {out}: {exc.strerror or exc}") from None
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix.rstrip("."): d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}."))
-    return out
-
-
-def _check_same_config(run_dir: Path, cfg_dict: dict[str, Any], saved: Any) -> None:
-    """A resume must continue the very run: config.yaml may differ only in the resumable keys."""
-    if not isinstance(saved, dict):
-        return  # a checkpoint written before configs were stored in it
-    now, then = _flatten(cfg_dict), _flatten(saved)
-    changed = [k for k in then if k in now and k not in RESUME_MAY_DIFFER and now[k] != then[k]]
-    if changed:
-        k = changed[0]
-        raise UsageError(f"--resume {run_dir}: config.yaml no longer matches the run's checkpoint "
-                         f"({k}: {short(then[k])} in the checkpoint, {short(now[k])} in config.yaml"
-                         f"{f', and {len(changed) - 1} more' if len(changed) > 1 else ''}); "
-                         f"restore it, or start a new run")
-
-
-def _pin_evaluator(cfg: Any, used: Any) -> Any:
-    """The config with the evaluator the checkpointed run used, if recorded.
-
-    The batched and sequential evaluators agree only to float rounding, so a resume that chose
-    differently from the run it continues (`evaluator.kind: auto` decides by the device, and the
-    rule may change between versions) would not continue it exactly. The recorded kind is reused.
-    """
-    section = getattr(cfg, "evaluator", None)
-    if not isinstance(used, str) or section is None or getattr(section, "kind", None) == used:
-        return cfg
-    try:
-        return config_from_dict(apply_overrides(cfg.to_dict(), [f"evaluator.kind={used}"]))
-    except ConfigError:  # an evaluator this version does not know: let the config decide
-        return cfg
-
-
-def _check_device(cfg: Any) -> None:
-    if cfg.fitness.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("fitness.device", "'cuda' but no CUDA device is available (use cpu or auto)")
-
-
-def _check_parent_weights(cfg: Any) -> None:
-    """parent.weights must be a state_dict that loads into the configured parent (checked up front)."""
-    weights = cfg.parent.weights
-    if not weights:
-        return
-    if "\0" in weights:
-        raise ConfigError("parent.weights", f"expected a file path, got {short(weights)}")
-    p = Path(weights)
-    try:
-        if p.is_dir():
-            raise ConfigError("parent.weights", f"{p} is a directory, not a state_dict file")
-        if not p.is_file():
-            raise ConfigError("parent.weights", f"file not found: {p}")
-    except OSError as exc:
-        raise ConfigError("parent.weights", _os_error(exc)) from None
-    import torch
-
-    from .data import load_data
-    from .parent import build_parent, load_state_dict_file, parent_channels
-
-    # Only this file is read in the two `try`s below: whatever fails there, the file is unusable.
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError("parent.weights", f"{p} is not a PyTorch state_dict file "
-                          f"({exc.__class__.__name__}: {_one_line(exc, 120)})") from None
-    if not isinstance(state, dict):
-        raise ConfigError("parent.weights", f"{p} holds a {type(state).__name__}, not a state_dict")
-    data = load_data(cfg.data, cfg.seed, channels=parent_channels(cfg))
-    model = build_parent(cfg, data.input_shape, data.n_classes)
-    try:
-        load_state_dict_file(model, p)
-    except ValueError as exc:  # its own one-line account of missing / unexpected keys
-        raise ConfigError("parent.weights", _one_line(exc, 300)) from None
-    except Exception as exc:  # e.g. RuntimeError: size mismatch
-        width = cfg.parent.width if cfg.parent.width is not None else "default"
-        raise ConfigError("parent.weights", f"{p} does not fit parent.arch={cfg.parent.arch} (width {width}): "
-                          f"{_one_line(exc, 200)}") from None
-
-
-def _resume_config(args: argparse.Namespace) -> tuple[Path, Any, dict[str, Any]]:
-    """The run directory, its config (with the allowed overrides) and its checkpoint, after every check."""
-    run_dir = _path(args.resume, "--resume")
-    if args.config:
-        raise UsageError("--resume continues the run with its own config; drop --config")
-    if args.out:
-        raise UsageError("--resume writes into the run's own directory; drop --out")
-    if args.force:
-        raise UsageError("--force does not apply to --resume")
-    for item in args.set:
-        key = ".".join(parse_override(item)[0])
-        if key not in RESUME_OVERRIDABLE:
-            raise UsageError(f"--resume accepts only --set {' / '.join(RESUME_OVERRIDABLE)} (got {short(item)})")
-    if not run_dir.is_dir():
-        raise UsageError(f"--resume {run_dir}: no such directory")
-    writer = RunWriter(run_dir)
-    has_config, has_checkpoint = (run_dir / "config.yaml").is_file(), writer.has_checkpoint()
-    if has_checkpoint and not has_config:
-        raise UsageError(f"--resume {run_dir}: config.yaml is missing; a resume needs the run's own config")
-    if not has_checkpoint:
-        if not _is_run_dir(run_dir):
-            raise UsageError(f"--resume {run_dir}: not an evoprune run directory (no config.yaml and checkpoint)")
-        if has_config:
-            how = f"`{_command('search', '--config', str(run_dir / 'config.yaml'), '--out', str(run_dir), '--force')}`"
-        else:
-            how = f"its original --config / --set and `--out {run_dir} --force`"
-        raise UsageError(f"--resume {run_dir}: the run stopped before its first generation was saved, so there "
-                         f"is nothing to resume; start it again with {how} (a trained parent is reused)")
-    cfg = config_from_dict(apply_overrides(read_yaml(run_dir / "config.yaml"), args.set))
-    _, doc, _ = writer.load_checkpoint()  # CheckpointError when no checkpoint is usable
-    _check_same_config(run_dir, cfg.to_dict(), doc.get("config"))
-    return run_dir, cfg, doc
 
 
 def _interrupted(args: argparse.Namespace, run_dir: Path, cfg: Any, resuming: bool) -> int:
@@ -216,38 +33,23 @@ def _interrupted(args: argparse.Namespace, run_dir: Path, cfg: Any, resuming: bo
     if resumable:
         more = [f"--set={s}" for s in args.set] if resuming else []
         print(f"evoprune: interrupted; every completed generation is saved; continue with: "
-              f"{_command('search', '--resume', str(run_dir), *more)}", file=sys.stderr, flush=True)
+              f"{command('search', '--resume', str(run_dir), *more)}", file=sys.stderr, flush=True)
     else:
         again = (["--config", args.config] if args.config else []) + [f"--set={s}" for s in args.set]
         print(f"evoprune: interrupted before the first generation was saved; start again with: "
-              f"{_command('search', *again, '--out', str(run_dir), '--force')}", file=sys.stderr, flush=True)
+              f"{command('search', *again, '--out', str(run_dir), '--force')}", file=sys.stderr, flush=True)
     return EXIT_INTERRUPTED
 
 
 # -- commands -----------------------------------------------------------------------------------
-def _checks(args: argparse.Namespace) -> tuple[Path, Any, dict[str, Any]]:
-    """Every check of a search's input, before any work: run directory, config, checkpoint to resume."""
-    if args.resume is not None:
-        run_dir, cfg, checkpoint = _resume_config(args)
-    else:
-        checkpoint = {}
-        cfg = load_config(_path(args.config, "--config") if args.config is not None else None, args.set)
-        run_dir = _path(args.out, "--out") if args.out is not None else \
-            Path("runs") / time.strftime("search-%Y%m%d-%H%M%S")
-        _check_out_dir(run_dir, args.force)
-        _check_parent_dir(run_dir, cfg, args.force)
-    _check_device(cfg)
-    _check_parent_weights(cfg)
-    _check_feature_layers(cfg, search=True)
-    return run_dir, cfg, checkpoint
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
     resuming = args.resume is not None
     try:
-        run_dir, cfg, checkpoint = _checks(args)
+        run_dir, cfg, checkpoint = search_inputs(args)
     except OSError as exc:  # a path the system cannot even look at (name too long, no permission...)
-        raise UsageError(_os_error(exc)) from None
+        raise UsageError(os_error(exc)) from None
 
     from .fitness import build_fitness
     from .report import front_table
@@ -256,7 +58,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     progress = not args.quiet
     print(f"evoprune search -> {run_dir}", flush=True)
     try:
-        fitness = build_fitness(_pin_evaluator(cfg, checkpoint.get("evaluator")) if resuming else cfg, run_dir,
+        fitness = build_fitness(pin_evaluator(cfg, checkpoint.get("evaluator")) if resuming else cfg, run_dir,
                                 progress=progress)
         print(f"parent {cfg.parent.arch}: val acc {fitness.parent_accuracy:.4f}, {fitness.parent_n_params:,} params, "
               f"{fitness.parent_macs:,} MACs ({fitness.parent_meta.get('source')}); "
@@ -275,28 +77,19 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check_parent_dir(out: Path, cfg: Any, force: bool) -> None:
-    """A `train-parent` directory as --out: its parent must be the one this config asks for."""
-    from .parent import holds_only_parent, parent_dir_problem
-
-    problem = parent_dir_problem(out, cfg, force) if holds_only_parent(out) else None
-    if problem:
-        raise UsageError(problem)
-
-
 def _cmd_train_parent(args: argparse.Namespace) -> int:
     """Transfer-learn the parent once into --out (parent.pt, parent.json); `search --out` reuses it."""
     try:
-        cfg = load_config(_path(args.config, "--config") if args.config is not None else None, args.set)
-        out = _path(args.out, "--out")
+        cfg = load_config(as_path(args.config, "--config") if args.config is not None else None, args.set)
+        out = as_path(args.out, "--out")
         if cfg.parent.weights:
             raise UsageError("train-parent: parent.weights is set, so there is nothing to train; drop it")
-        _check_device(cfg)
+        check_device(cfg)
         from .parent import parent_dir_problem, train_parent_into
 
         problem = parent_dir_problem(out, cfg, args.force)
     except OSError as exc:
-        raise UsageError(_os_error(exc)) from None
+        raise UsageError(os_error(exc)) from None
     if problem:
         raise UsageError(problem)
 
@@ -317,18 +110,18 @@ def _cmd_train_parent(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import front_table, write_plots
 
-    run_dir = _path(args.run_dir, "report")
+    run_dir = as_path(args.run_dir, "report")
     try:
         is_run = (run_dir / "front.json").is_file()
     except OSError as exc:
-        raise UsageError(_os_error(exc)) from None
+        raise UsageError(os_error(exc)) from None
     if not is_run:
         raise UsageError(f"{run_dir} is not an evoprune run directory (no front.json)")
     try:
         table = front_table(run_dir)
         paths = write_plots(run_dir)
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:  # reading the run's files
-        raise UsageError(f"{run_dir}: damaged run files ({exc.__class__.__name__}: {_one_line(exc, 120)}); "
+        raise UsageError(f"{run_dir}: damaged run files ({exc.__class__.__name__}: {one_line(exc, 120)}); "
                          f"`search --resume {run_dir}` rewrites them") from None
     print(table)
     for path in paths:
@@ -336,66 +129,30 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if getattr(args, "metrics", False):
         from .deploy import front_metrics, metrics_table
 
-        run = _load_run_arg(args.run_dir, "report")
+        run = load_run_arg(args.run_dir, "report")
         for k in args.pick or []:
-            _check_pick(run, k, "--pick")
+            check_pick(run, k, "--pick")
         print(metrics_table(front_metrics(str(run_dir), args.pick or None, runs=args.runs)))
         print(f"wrote {run_dir / 'metrics.json'}")
     return EXIT_OK
 
 
 # -- final distillation and export (evoprune.final, evoprune.export) ------------------------------
-def _load_run_arg(text: str, flag: str) -> Any:
-    from .run import load_run
-
-    run_dir = _path(text, flag)
-    try:
-        return load_run(run_dir)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise UsageError(_os_error(exc)) from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{run_dir}: damaged run files ({exc.__class__.__name__}: {_one_line(exc, 120)})") from None
-
-
-def _check_pick(run: Any, k: int | None, flag: str) -> None:
-    if k is not None and not 0 <= k < len(run.front):
-        raise UsageError(f"{flag} {k}: the front of {run.dir} has members 0..{len(run.front) - 1}")
-
-
-def _check_feature_layers(cfg: Any, search: bool) -> None:
-    """Configured feature layers (of the search's or the final KD loss) must be modules of the parent,
-    and so of every subnet. Module names do not depend on the input size or the classes."""
-    from .distill import FEATURE_LOSSES
-    from .parent import build_parent, parent_channels
-
-    if search:
-        key, layers = "fitness.feature_layers", cfg.fitness.feature_layers if cfg.fitness.kd in FEATURE_LOSSES else []
-    else:
-        key = "distill.feature_layers" if cfg.distill.feature_layers else "fitness.feature_layers"
-        layers = (cfg.distill.feature_layers or cfg.fitness.feature_layers) if cfg.distill.kd in FEATURE_LOSSES else []
-    if not layers:
-        return
-    names = {n for n, _ in build_parent(cfg, (parent_channels(cfg) or 3, 32, 32), 10).named_modules()}
-    bad = [n for n in layers if n not in names]
-    if bad:
-        raise ConfigError(key, f"{short(bad[0])} is not a module of the parent (e.g. {', '.join(sorted(names)[1:5])})")
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
-    run = _load_run_arg(args.run_dir, "distill")
+    run = load_run_arg(args.run_dir, "distill")
     for item in args.set:
         key = ".".join(parse_override(item)[0])
         if not (key.startswith("distill.") or key == "fitness.device"):
             raise UsageError(f"distill accepts only --set distill.* and fitness.device (got {short(item)})")
     cfg = config_from_dict(apply_overrides(run.config.to_dict(), args.set))
-    _check_pick(run, args.pick, "--pick")
-    _check_pick(run, args.pick2, "--pick2")
+    check_pick(run, args.pick, "--pick")
+    check_pick(run, args.pick2, "--pick2")
     if args.pick2 is not None and not cfg.distill.dml:
         raise UsageError("--pick2 names the second student of deep mutual learning: add --set distill.dml=true")
-    _check_device(cfg)
-    _check_feature_layers(cfg, search=False)
+    check_device(cfg)
+    check_feature_layers(cfg, search=False)
     from .final import distill_dir, run_distill
 
     print(f"evoprune distill: front member {args.pick} of {run.dir} ({cfg.distill.epochs} epochs, kd={cfg.distill.kd}"
@@ -416,18 +173,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import EXPORT, MissingExtra, check_onnx_available, export
     from .final import MODEL, distill_dir
 
-    run = _load_run_arg(args.run_dir, "export")
-    _check_pick(run, args.pick, "--pick")
-    out = _path(args.out, "--out")
+    run = load_run_arg(args.run_dir, "export")
+    check_pick(run, args.pick, "--pick")
+    out = as_path(args.out, "--out")
     try:
         if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EXPORT).is_file()
                                                   and not args.force)):
             raise UsageError(f"--out {out} is not empty and holds no evoprune export; choose another or pass --force")
     except OSError as exc:
-        raise UsageError(f"--out {out}: {_os_error(exc)}") from None
+        raise UsageError(f"--out {out}: {os_error(exc)}") from None
     if args.distilled and not (distill_dir(run.dir, args.pick) / MODEL).is_file():
         raise UsageError(f"--distilled: no distilled model for front member {args.pick}; run "
-                         f"`{_command('distill', str(run.dir), '--pick', str(args.pick))}` first")
+                         f"`{command('distill', str(run.dir), '--pick', str(args.pick))}` first")
     if args.onnx:
         try:
             check_onnx_available()
@@ -498,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
                   line: Any = None) -> None:
-    print(f"evoprune: warning: {_one_line(message)}", file=sys.stderr, flush=True)
+    print(f"evoprune: warning: {one_line(message)}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -513,10 +270,10 @@ def main(argv: list[str] | None = None) -> int:
                 return exc.code if isinstance(exc.code, int) else EXIT_OK
             return args.func(args)
         except ConfigError as exc:
-            print(f"evoprune: config error: {_one_line(exc)}", file=sys.stderr)
+            print(f"evoprune: config error: {one_line(exc)}", file=sys.stderr)
             return EXIT_BAD_INPUT
         except (UsageError, CheckpointError, FileNotFoundError) as exc:
-            print(f"evoprune: error: {_one_line(exc)}", file=sys.stderr)
+            print(f"evoprune: error: {one_line(exc)}", file=sys.stderr)
             return EXIT_BAD_INPUT
         except KeyboardInterrupt:
             print("evoprune: interrupted", file=sys.stderr)

@@ -11,7 +11,6 @@ Writes results/bench_fitness.json and results/bench_fitness.md (command, machine
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as dt
 import itertools
 import json
@@ -25,7 +24,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from evoprune import load_config
