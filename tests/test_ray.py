@@ -1,0 +1,133 @@
+"""Ray backend: the same front as the local evaluator, and a worker that dies mid-generation loses nothing."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from evoprune import ConfigError, build_fitness, load_config  # noqa: E402
+from evoprune.evaluators import RayEvaluator  # noqa: E402
+from evoprune.evaluators.ray_backend import CRASH_ENV  # noqa: E402
+from evoprune.search import Search  # noqa: E402
+
+RAY = ["evaluator.backend=ray", "evaluator.workers=2"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance():
+    """One local Ray instance with 2 CPUs for the module (started once: ~5 s)."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="error", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _search(overrides: list[str], run_dir) -> dict:
+    fitness = build_fitness(load_config(overrides=overrides), run_dir, progress=False)
+    try:
+        Search(fitness, run_dir, progress=False, log=lambda line: None).run()
+    finally:
+        if isinstance(fitness.evaluator, RayEvaluator):
+            stats = {"failures": fitness.evaluator.failures, "restarts": fitness.evaluator.restarts}
+            fitness.evaluator.close()
+        else:
+            stats = {}
+    return stats
+
+
+def _front(run_dir) -> list:
+    return json.loads((run_dir / "front.json").read_text())["front"]
+
+
+def _evaluations(run_dir) -> list[dict]:
+    """evaluations.csv without the wall-clock column."""
+    with open(run_dir / "evaluations.csv", newline="") as fh:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    from conftest import TINY
+
+    run_dir = tmp_path_factory.mktemp("local")
+    _search(list(TINY), run_dir)
+    return run_dir
+
+
+@pytest.mark.slow
+def test_ray_search_gives_the_same_front_as_the_local_evaluator(local_run, tiny_overrides, tmp_path):
+    stats = _search(tiny_overrides + RAY, tmp_path)
+    assert stats == {"failures": 0, "restarts": 0}
+    assert _front(tmp_path) == _front(local_run)  # bitwise: one torch thread per individual both ways
+    assert _evaluations(tmp_path) == _evaluations(local_run)
+    task = json.loads((tmp_path / "task.json").read_text())
+    assert task["evaluator"]["backend"] == "ray" and task["evaluator"]["workers"] == 2
+    assert task["evaluator"]["kind"] == "sequential"  # what the workers ran, as a local run records it
+
+
+@pytest.mark.slow
+def test_a_worker_dying_mid_chunk_loses_nothing_and_counts_nothing_twice(local_run, tiny_overrides, tmp_path,
+                                                                        monkeypatch):
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv(CRASH_ENV, str(marker))  # the first worker to finish a chunk os._exit()s instead of replying
+    stats = _search(tiny_overrides + RAY, tmp_path / "run")
+    assert marker.exists() and stats["failures"] == 1 and stats["restarts"] == 1
+    rows = _evaluations(tmp_path / "run")
+    keys = [r["key"] for r in rows]
+    assert len(keys) == len(set(keys))  # every genome evaluated and recorded exactly once
+    assert rows == _evaluations(local_run)
+    assert _front(tmp_path / "run") == _front(local_run)
+
+
+def test_a_killed_worker_is_replaced_and_its_genomes_evaluated(tiny_fitness, tiny_overrides):
+    from evoprune.population import initial_population
+    import random
+
+    genomes = [g for g, _ in initial_population(tiny_fitness.space, tiny_fitness.cfg.population, 6,
+                                                random.Random(3))]
+    expected = tiny_fitness(genomes)
+    fitness = build_fitness(load_config(overrides=tiny_overrides + RAY), progress=False)
+    evaluator = fitness.evaluator
+    try:
+        ray.kill(evaluator.ready[0], no_restart=True)  # dead before its first chunk
+        done = []
+        got = fitness(genomes, on_done=done.append)
+        assert got == [dataclasses.replace(o, seconds=g.seconds) for o, g in zip(expected, got)]
+        assert sum(done) == len(genomes) and evaluator.failures >= 1 and evaluator.restarts >= 1
+    finally:
+        evaluator.close()
+
+
+def test_ray_settings_are_checked_before_any_worker_starts(tiny_fitness, tiny_overrides):
+    import copy
+
+    for sets, key in [(["evaluator.gpus_per_worker=1.5"], "evaluator.gpus_per_worker"),
+                      (["fitness.device=cuda"], "evaluator.gpus_per_worker"),
+                      (["fitness.device=cpu", "evaluator.gpus_per_worker=0.5"], "evaluator.gpus_per_worker")]:
+        fitness = copy.copy(tiny_fitness)  # a shallow copy with another config: nothing is rebuilt
+        fitness.cfg = load_config(overrides=tiny_overrides + RAY + sets)
+        with pytest.raises(ConfigError) as err:
+            RayEvaluator(fitness)
+        assert err.value.key == key
+    with pytest.raises(ConfigError, match="evaluator.backend"):
+        load_config(overrides=["evaluator.backend=spark"])
+
+
+def test_the_parent_travels_as_a_state_dict_or_whole_when_the_config_cannot_build_it(tiny_fitness, tiny_overrides):
+    import torch
+
+    from evoprune.evaluators.ray_backend import _build_parent, _parent_payload
+
+    cfg = load_config(overrides=tiny_overrides)
+    payload = _parent_payload(tiny_fitness, cfg)
+    assert "state_dict" in payload and "module" not in payload
+    rebuilt = _build_parent(payload, cfg)
+    for (name, a), (_, b) in zip(tiny_fitness.parent.state_dict().items(), rebuilt.state_dict().items()):
+        assert torch.equal(a.cpu(), b), name
+    other = load_config(overrides=tiny_overrides + ["parent.width=16"])  # builds another shape
+    payload = _parent_payload(tiny_fitness, other)
+    assert "module" in payload and payload["module"] is not tiny_fitness.parent
+    assert _build_parent(payload, other).state_dict().keys() == tiny_fitness.parent.state_dict().keys()
