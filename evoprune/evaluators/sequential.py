@@ -174,12 +174,16 @@ class SequentialEvaluator:
                 on_done(1)
             return obj
 
-        if self.threads <= 1:
+        if self.fitness.device.type != "cpu":
             return [run(g) for g in genomes]
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # one thread per individual: parallel across individuals instead
+        # On a CPU every individual runs on one torch thread, whatever `threads` is: parallel across
+        # individuals instead, and bitwise the same objectives for any number of threads.
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
         try:
+            if self.threads <= 1:
+                return [run(g) for g in genomes]
             with ThreadPoolExecutor(self.threads) as pool:
                 return list(pool.map(run, genomes))
         finally:
-            torch.set_num_threads(threads)
+            torch.set_num_threads(previous)
