@@ -1,6 +1,6 @@
 """Export a front member: state_dict + genome + parent reference + metrics; TorchScript / ONNX optionally.
 
-The export is reloadable without pickles: `load_exported(DIR)` builds the parent architecture from
+The export reloads from plain data and tensors only: `load_exported(DIR)` builds the parent architecture from
 the stored config (no parent weights needed), materialises the genome (the same pruned shapes) and
 loads `subnet.pt` with `weights_only=True`.
 """

@@ -1,6 +1,9 @@
 """Shared fixtures: a tiny config and a tiny fitness (digits, a width-8 parent, a few steps)."""
 from __future__ import annotations
 
+import io
+from contextlib import redirect_stderr, redirect_stdout
+
 import pytest
 import torch
 
@@ -32,3 +35,22 @@ def tiny_cfg():
 def tiny_fitness():
     """One fitness for read-only use across tests (do not mutate its config)."""
     return build_fitness(load_config(overrides=TINY), run_dir=None, progress=False)
+
+
+def run_cli(argv: list) -> tuple[int, str, str]:
+    """Run `python -m evoprune ARGV` in-process: (exit code, stdout, stderr)."""
+    from evoprune.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        rc = main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished tiny search's run directory (one per test module)."""
+    run = tmp_path_factory.mktemp("run")
+    rc, _, err = run_cli(["search", "--out", run, "--quiet", *[f"--set={o}" for o in TINY]])
+    assert rc == 0, err
+    return run

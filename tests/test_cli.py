@@ -1,15 +1,15 @@
 """The command line on bad input: one `evoprune:` line on stderr, exit code 2, no run directory touched."""
 from __future__ import annotations
 
-import io
 import os
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
 import pytest
 import torch
 import yaml
+from conftest import run_cli
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -30,10 +30,7 @@ def _reached(*args, **kwargs):
 
 
 def _cli(argv: list) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        rc = main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
+    return run_cli(argv)
 
 
 def _bad_input(argv: list) -> str:

@@ -1,16 +1,13 @@
 """KD losses (gradients reach the student and the adapters; each drives a tiny search) and `evoprune distill`."""
 from __future__ import annotations
 
-import io
 import json
 import random
-from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 import torch
 
 from evoprune import build_fitness, load_config
-from evoprune.cli import main
 from evoprune.config import KD_LOSSES as CONFIG_KD_LOSSES
 from evoprune.distill import (FEATURE_LOSSES, KD_LOSSES, LOGIT_LOSSES, KDLoss, attention_map, default_feature_layers,
                               logit_kd, logit_kd_per_model, mutual_kl, teacher_feature_targets)
@@ -19,21 +16,11 @@ from evoprune.final import augment, augment_kind
 from evoprune.models import cifar_resnet
 from evoprune.population import initial_population
 from evoprune.search import Search
-from conftest import TINY
+from conftest import TINY, run_cli
 
 
 def _cli(argv: list) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        rc = main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    assert main(["search", "--out", str(run), "--quiet", *[f"--set={o}" for o in TINY]]) == 0
-    return run
+    return run_cli(argv)
 
 
 def _student(fitness):

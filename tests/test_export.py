@@ -2,31 +2,18 @@
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 import torch
 
 from evoprune import load_run
-from evoprune.cli import main
 from evoprune.export import load_exported, sha256
-from conftest import TINY
+from conftest import run_cli
 
 
 def _cli(argv: list) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        rc = main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    assert main(["search", "--out", str(run), "--quiet", *[f"--set={o}" for o in TINY]]) == 0
-    return run
+    return run_cli(argv)
 
 
 def _inputs(run) -> torch.Tensor:

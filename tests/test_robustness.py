@@ -1,7 +1,6 @@
 """Nothing lost, nothing unsafe: kill -9 and resume, damaged checkpoints, failed writes, Ctrl-C, YAML tags."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import random
@@ -10,15 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 
 from evoprune import atomic, load_config
 from evoprune.atomic import atomic_write, write_json, write_text
-from evoprune.cli import main
 from evoprune.config import Config
 from evoprune.rundir import CHECKPOINT, CHECKPOINT_PREV, CheckpointError, RunWriter
 
@@ -44,11 +43,8 @@ def _one_thread():
         torch.set_num_threads(before)
 
 
-def _cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        rc = main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
+def _cli(argv: list) -> tuple[int, str, str]:
+    return run_cli(argv)
 
 
 def _one_error_line(err: str) -> str:

@@ -2,17 +2,15 @@
 and searches reusing that parent (by --out, or by parent.weights)."""
 from __future__ import annotations
 
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 from urllib.error import URLError
 
 import torch
 import torchvision
+from conftest import run_cli
 
 import evoprune.parent
 from evoprune import load_config, load_run
-from evoprune.cli import main
 from evoprune.data import load_data
 from evoprune.models import build_model, classifier_of
 from evoprune.parent import _epochs, frozen_epochs, train_parent
@@ -24,10 +22,7 @@ TINY_SEARCH = ["search.population=4", "search.offspring=4", "search.generations=
 
 
 def _cli(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        rc = main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
+    return run_cli(list(argv))
 
 
 def _sets(items):
