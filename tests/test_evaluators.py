@@ -66,6 +66,21 @@ def test_out_of_memory_halves_the_chunk_and_retries(tiny_fitness, monkeypatch):
     assert len(objs) == 3 and sizes[:3] == [3, 2, 1] and ev.chunk == 1
 
 
+def test_out_of_memory_at_one_individual_falls_back_to_sequential(tiny_fitness, monkeypatch):
+    ev = BatchedEvaluator(tiny_fitness, chunk=2)
+
+    def always_oom(genomes):
+        raise torch.cuda.OutOfMemoryError("simulated")
+
+    monkeypatch.setattr(ev, "_evaluate_chunk", always_oom)
+    genomes = _genomes(tiny_fitness, 3, seed=4)
+    with pytest.warns(UserWarning, match="sequentially"):
+        objs = ev.evaluate(genomes)
+    expected = SequentialEvaluator(tiny_fitness).evaluate(genomes)
+    assert [o.n_params for o in objs] == [o.n_params for o in expected]
+    assert [o.accuracy for o in objs] == [o.accuracy for o in expected]
+
+
 class _GroupNormNet(nn.Module):
     """GroupNorm mixes channels: masking is not pruning here, so the proof must fail."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -21,7 +22,7 @@ from ..genome import Genome
 from ..groups import build_graph, prunable_groups
 from ..objectives import Objectives
 from ..amp import Scaler, autocast
-from .sequential import make_optimizer, recalibrate_bn
+from .sequential import SequentialEvaluator, make_optimizer, recalibrate_bn
 
 if TYPE_CHECKING:
     from ..fitness import Fitness
@@ -170,15 +171,18 @@ class BatchedEvaluator:
             try:
                 out.extend(self._evaluate_chunk(part))
             except torch.cuda.OutOfMemoryError:
-                if size == 1:
-                    raise
-                size = max(1, size // 2)  # halve the chunk and retry the same genomes
                 torch.cuda.empty_cache()
+                if size == 1:  # not even one masked individual fits: the pruned shapes are smaller
+                    warnings.warn("CUDA out of memory with one individual per batched step; "
+                                  "evaluating the rest sequentially in their pruned shapes")
+                    out.extend(SequentialEvaluator(self.fitness).evaluate(genomes[i:], on_done))
+                    return out
+                size = max(1, size // 2)  # halve the chunk and retry the same genomes
+                self.chunk = size  # and remember it for the next generations
                 continue
             i += len(part)
             if on_done:
                 on_done(len(part))
-        self.chunk = size if self.chunk else 0
         return out
 
     def _evaluate_chunk(self, genomes: list[Genome]) -> list[Objectives]:
