@@ -170,7 +170,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import EXPORT, MissingExtra, check_onnx_available, export
+    from .export import EXPORT, MissingExtra, check_onnx_available, distilled_genome_key, export
     from .final import MODEL, distill_dir
 
     run = load_run_arg(args.run_dir, "export")
@@ -185,6 +185,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.distilled and not (distill_dir(run.dir, args.pick) / MODEL).is_file():
         raise UsageError(f"--distilled: no distilled model for front member {args.pick}; run "
                          f"`{command('distill', str(run.dir), '--pick', str(args.pick))}` first")
+    if args.distilled:
+        made_for = distilled_genome_key(distill_dir(run.dir, args.pick))
+        if made_for is not None and made_for != run.genome(args.pick).key():
+            raise UsageError(f"--distilled: distill-{args.pick} was made for genome {made_for}, but front member "
+                             f"{args.pick} is now {run.genome(args.pick).key()}; distill it again")
     if args.onnx:
         try:
             check_onnx_available()

@@ -63,6 +63,14 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max()) if a.shape == b.shape else float("inf")
 
 
+def distilled_genome_key(directory: Path) -> str | None:
+    """The genome a distill-K directory was made for (metrics.json), if recorded."""
+    try:
+        return json.loads((directory / "metrics.json").read_text()).get("genome_key")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def export(run: Run, pick: int, out: str | Path, distilled: bool = False, torchscript: bool = False,
            onnx: bool = False, metric_runs: int = 20) -> dict[str, Any]:
     """Write front member `pick` (its distilled weights with `distilled`) to `out`; returns export.json's content.
@@ -84,6 +92,10 @@ def export(run: Run, pick: int, out: str | Path, distilled: bool = False, torchs
         if not weights.is_file():
             raise FileNotFoundError(f"no distilled model for front member {pick} ({weights}); "
                                     f"run `evoprune distill {run.dir} --pick {pick}` first")
+        made_for = distilled_genome_key(weights.parent)
+        if made_for is not None and made_for != run.genome(pick).key():
+            raise ValueError(f"{weights} was distilled from genome {made_for}, but front member {pick} is now "
+                             f"{run.genome(pick).key()} (the front changed); distill it again")
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
         source = str(weights)
     model.eval()

@@ -103,9 +103,13 @@ class Fitness:
         order = [torch.randperm(len(subset), generator=gen) for _ in range(math.ceil(rows * batch / len(subset)))]
         flat = torch.cat(order)[: rows * batch] if order else torch.zeros(0, dtype=torch.long)
         self.plan = flat.view(rows, batch).to(self.device)
-        n_val = cfg.fitness.val_samples or len(self.data.val_y)
-        self.val_x = memory_format(cfg.fitness, self.data.val_x[:n_val].to(self.device))
-        self.val_y = self.data.val_y[:n_val].to(self.device)
+        # A capped validation set is a seeded random subset: the splits are stored in source order,
+        # which for class-by-class sources (ImageFolder) would score the first classes only.
+        n_all = len(self.data.val_y)
+        n_val = min(cfg.fitness.val_samples or n_all, n_all)
+        pick = torch.arange(n_all) if n_val == n_all else torch.randperm(n_all, generator=gen)[:n_val].sort().values
+        self.val_x = memory_format(cfg.fitness, self.data.val_x[pick].to(self.device))
+        self.val_y = self.data.val_y[pick].to(self.device)
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Fine-tune batch number `step`: inputs, labels, teacher logits (all on the device)."""

@@ -38,11 +38,3 @@ class Objectives:
         kw = {k: v for k, v in obj.items() if k in known}
         kw["kd_loss"] = float("nan") if kw.get("kd_loss") is None else float(kw["kd_loss"])
         return cls(**kw)
-
-
-def dominates(a: Objectives, b: Objectives) -> bool:
-    """Pareto dominance on (accuracy max, size_ratio min)."""
-    va, vb = a.values("pareto"), b.values("pareto")
-    signed_a = [v * s for v, (_, s) in zip(va, PARETO_OBJECTIVES)]
-    signed_b = [v * s for v, (_, s) in zip(vb, PARETO_OBJECTIVES)]
-    return all(x >= y for x, y in zip(signed_a, signed_b)) and any(x > y for x, y in zip(signed_a, signed_b))

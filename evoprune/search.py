@@ -91,7 +91,10 @@ class Search:
     # -- individuals -------------------------------------------------------------------------
     def _individual(self, record: Record) -> _Individual:
         s = self.cfg.search
-        return _Individual(record, self._fitness_cls(record.objectives.values(s.mode, s.scalar_lambda)))
+        values = record.objectives.values(s.mode, s.scalar_lambda)
+        if record.objectives.status != "ok":  # a diverged fine-tune: worse than any valid individual
+            values = (-1.0, 2.0) if s.mode == "pareto" else (-1.0 - s.scalar_lambda * 2.0,)
+        return _Individual(record, self._fitness_cls(values))
 
     def _evaluate(self, state: SearchState, items: list[tuple[Genome, str]], generation: int) -> list[Record]:
         budget = self.cfg.search.max_evaluations

@@ -171,3 +171,39 @@ def test_adaptive_bn_same_both_ways_and_helps_the_zero_step_prescreen(steps):
         fitness.cfg.fitness.adaptive_bn = 0
         stale = SequentialEvaluator(fitness).evaluate(genomes)
         assert sum(o.accuracy for o in seq) > sum(o.accuracy for o in stale)
+
+
+def test_dropout_parent_uses_sequential_and_stays_deterministic():
+    """Dropout cannot run under vmap; and the fitness fine-tune runs without it, so two identical
+    evaluations (even on parallel threads) give bitwise the same objectives."""
+
+    class DropNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 8, 3, padding=1)
+            self.bn = nn.BatchNorm2d(8)
+            self.drop = nn.Dropout(0.5)
+            self.fc = nn.Linear(8, 10)
+
+        def forward(self, x):
+            return self.fc(self.drop(torch.relu(self.bn(self.conv(x))).mean((2, 3))))
+
+    cfg = load_config(overrides=TINY + ["evaluator.kind=batched", "fitness.device=cpu"])
+    data = load_data(cfg.data, cfg.seed)
+    torch.manual_seed(0)
+    parent = DropNet().eval()
+    space = build_space(parent, data.example_input(), cfg.space, ["l1"], data.train_x[:32], data.train_y[:32])
+    fitness = Fitness(cfg, data, parent, space)
+    assert fitness.evaluator_info["kind"] == "sequential" and "dropout" in fitness.evaluator_info["reason"]
+    genomes = [space.uniform(k) for k in (0.25, 0.5, 0.75)]
+    a = SequentialEvaluator(fitness, threads=2).evaluate(genomes)
+    b = SequentialEvaluator(fitness, threads=2).evaluate(genomes[::-1])[::-1]
+    assert [(o.accuracy, o.kd_loss) for o in a] == [(o.accuracy, o.kd_loss) for o in b]
+
+
+def test_proof_passes_with_adaptive_bn(tiny_overrides):
+    from evoprune import build_fitness
+
+    fitness = build_fitness(load_config(overrides=tiny_overrides + ["fitness.adaptive_bn=2", "evaluator.kind=batched"]),
+                            progress=False)
+    assert fitness.evaluator_info["kind"] == "batched", fitness.evaluator_info

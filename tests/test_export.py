@@ -104,3 +104,21 @@ def test_report_metrics(tiny_run):
     assert member["weights"] in ("pruned", "distilled")
     assert "top1" in out and "parent" in out
     assert _cli(["report", tiny_run, "--metrics", "--pick", 500])[0] == 2
+
+
+def test_distilled_weights_of_another_genome_are_refused(tiny_run, tmp_path):
+    import shutil
+
+    rc, _, err = run_cli(["distill", tiny_run, "--pick", 0, "--quiet", "--runs", 2, "--set", "distill.epochs=1"])
+    assert rc == 0, err
+    metrics = tiny_run / "distill-0" / "metrics.json"
+    saved = metrics.read_text()
+    try:
+        doc = json.loads(saved)
+        doc["genome_key"] = "0" * 16  # as if the front had changed since the distillation
+        metrics.write_text(json.dumps(doc))
+        rc, _, err = run_cli(["export", tiny_run, "--pick", 0, "--out", tmp_path / "x", "--distilled"])
+        assert rc == 2 and "distill it again" in err and not (tmp_path / "x").exists()
+    finally:
+        metrics.write_text(saved)
+        shutil.rmtree(tmp_path / "x", ignore_errors=True)

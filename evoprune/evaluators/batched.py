@@ -48,6 +48,9 @@ class MaskedParam:
 def mask_plan(parent: nn.Module, example_input: torch.Tensor) -> list[MaskedParam]:
     """Which parameter slices each group's channels own, from torch-pruning's groups."""
     model = copy.deepcopy(parent).cpu()
+    dropout = [n for n, m in model.named_modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+    if dropout:  # random ops under vmap would need per-individual generators
+        raise Unsupported(f"dropout ({dropout[0]}) is not supported by the batched form")
     graph = build_graph(model, example_input.cpu())
     names = {m: n for n, m in model.named_modules()}
     plan: list[MaskedParam] = []
@@ -79,6 +82,8 @@ class BatchedEvaluator:
         self.model = copy.deepcopy(fitness.parent)
         self.plan = mask_plan(fitness.parent, fitness.example_input)
         self.params = {n: p.detach() for n, p in self.model.named_parameters()}
+        self.trainable = {n: p.requires_grad for n, p in fitness.parent.named_parameters()}
+        self._fallback: SequentialEvaluator | None = None
         self.buffers = {n: b.detach() for n, b in self.model.named_buffers()}
 
     # -- masks -----------------------------------------------------------------------------
@@ -111,7 +116,8 @@ class BatchedEvaluator:
         return vmap(one, in_dims=(0, 0, 0))(params, buffers, masks)
 
     def _stack(self, n: int) -> tuple[dict, dict]:
-        params = {k: v.unsqueeze(0).repeat(n, *[1] * v.dim()).clone().requires_grad_(True)
+        # Frozen parameters stay frozen, as in the pruned subnets (materialise keeps the flags).
+        params = {k: v.unsqueeze(0).repeat(n, *[1] * v.dim()).clone().requires_grad_(self.trainable[k])
                   for k, v in self.params.items()}
         buffers = {k: v.unsqueeze(0).repeat(n, *[1] * v.dim()).clone() for k, v in self.buffers.items()}
         return params, buffers
@@ -163,6 +169,8 @@ class BatchedEvaluator:
 
     # -- the evaluator interface -----------------------------------------------------------
     def evaluate(self, genomes: list[Genome], on_done: Callable[[int], None] | None = None) -> list[Objectives]:
+        if self._fallback is not None:
+            return self._fallback.evaluate(genomes, on_done)
         out: list[Objectives] = []
         size = self.chunk or len(genomes)
         i = 0
@@ -174,8 +182,10 @@ class BatchedEvaluator:
                 torch.cuda.empty_cache()
                 if size == 1:  # not even one masked individual fits: the pruned shapes are smaller
                     warnings.warn("CUDA out of memory with one individual per batched step; "
-                                  "evaluating the rest sequentially in their pruned shapes")
-                    out.extend(SequentialEvaluator(self.fitness).evaluate(genomes[i:], on_done))
+                                  "evaluating from now on sequentially, in the pruned shapes")
+                    self._fallback = SequentialEvaluator(self.fitness)
+                    self.fitness.evaluator_info["fallback"] = "sequential after CUDA out-of-memory"
+                    out.extend(self._fallback.evaluate(genomes[i:], on_done))
                     return out
                 size = max(1, size // 2)  # halve the chunk and retry the same genomes
                 self.chunk = size  # and remember it for the next generations

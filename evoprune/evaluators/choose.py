@@ -11,7 +11,7 @@ from ..metrics import logits_of
 from ..population import pruned_genome
 from ..prune import materialise
 from .batched import BatchedEvaluator, Unsupported
-from .sequential import SequentialEvaluator, kd_finetune
+from .sequential import SequentialEvaluator, finetune_and_recalibrate
 
 if TYPE_CHECKING:
     from ..fitness import Fitness
@@ -64,7 +64,7 @@ def _verify(batched: BatchedEvaluator, fitness: "Fitness") -> dict[str, Any]:
         worst["forward"] = max(worst["forward"], diff)
         if not ok:
             raise Unsupported(f"masked forward differs from the pruned network by {diff:.3g}")
-        kd_finetune(model, fitness, steps=steps)
+        finetune_and_recalibrate(model, fitness, steps=steps)
         out = logits_of(model, x)
         ok, diff = _close(tuned[i].cpu(), out, FINETUNE_TOL)
         worst["finetune"] = max(worst["finetune"], diff)

@@ -95,6 +95,14 @@ def make_kd_loss(model: nn.Module, fitness: "Fitness") -> tuple[KDLoss, list[tor
     return loss, targets
 
 
+def finetune_and_recalibrate(model: nn.Module, fitness: "Fitness", steps: int | None = None) -> tuple[float, bool]:
+    """The sequential fitness recipe: KD fine-tune, then (when configured) adaptive BN."""
+    kd_loss, finite = kd_finetune(model, fitness, steps)
+    if finite:
+        recalibrate_bn(model, fitness, fitness.cfg.fitness.adaptive_bn)
+    return kd_loss, finite
+
+
 def kd_finetune(model: nn.Module, fitness: "Fitness", steps: int | None = None) -> tuple[float, bool]:
     """Short KD fine-tune (`fitness.kd`) on the fixed batch plan; returns (mean loss of the last steps, finite).
 
@@ -111,6 +119,11 @@ def kd_finetune(model: nn.Module, fitness: "Fitness", steps: int | None = None) 
     opt = make_optimizer(params, cfg)
     scaler = Scaler(cfg, fitness.device)
     model.train()
+    # Dropout draws from torch's global generator, which parallel individuals share: it would make
+    # fitness depend on scheduling. The short fitness fine-tune runs without it (the final one keeps it).
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.eval()
     tail, losses = max(1, steps // 5), []
     finite = torch.ones((), dtype=torch.bool, device=fitness.device)
     try:
@@ -139,6 +152,13 @@ def kd_finetune(model: nn.Module, fitness: "Fitness", steps: int | None = None) 
     return float(torch.stack(losses).mean()), True
 
 
+def _cpu_count() -> int:
+    """Cores this process may use (affinity-aware where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 class SequentialEvaluator:
     """Each individual in its real pruned shape (exact for any architecture).
 
@@ -154,16 +174,14 @@ class SequentialEvaluator:
         if threads is None:
             threads = fitness.cfg.evaluator.threads
         if threads == 0:
-            threads = 1 if fitness.device.type == "cuda" else len(os.sched_getaffinity(0))
+            threads = 1 if fitness.device.type == "cuda" else _cpu_count()
         self.threads = threads
 
     def _one(self, genome: Genome) -> Objectives:
         start = time.perf_counter()
         model = materialise(self.fitness.parent, genome, self.fitness.example_input)
-        kd_loss, finite = kd_finetune(model, self.fitness)
-        if finite:
-            recalibrate_bn(model, self.fitness, self.fitness.cfg.fitness.adaptive_bn)
-        else:
+        kd_loss, finite = finetune_and_recalibrate(model, self.fitness)
+        if not finite:
             warnings.warn(f"fine-tune of {genome.key()} produced a non-finite loss; scored as worst")
         return self.fitness.score(model, kd_loss, finite, time.perf_counter() - start)
 
