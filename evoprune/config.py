@@ -149,7 +149,7 @@ class FitnessConfig:
 class EvaluatorConfig:
     kind: Literal["auto", "batched", "sequential"] = _f(
         "auto", doc="`sequential`: each subnet in its pruned shape; `batched`: the population at once, masked "
-                    "(vmap); `auto`: batched where it is proven exact and measured faster")
+                    "(vmap); `auto`: batched on CUDA where it is proven exact, sequential on a CPU")
     chunk: int = _f(0, lo=0, doc="individuals per batched step (0: the whole population); halved on CUDA OOM")
     threads: int = _f(0, lo=0, hi=256, doc="sequential: individuals fine-tuned in parallel threads, one torch thread "
                                           "each (0: one per CPU core on CPU, 1 on CUDA)")

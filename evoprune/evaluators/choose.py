@@ -23,7 +23,7 @@ PROBE_STEPS = 3
 
 
 def probe_genomes(fitness: "Fitness", n: int = PROBE_GENOMES) -> list:
-    """A fixed spread of subnets (mild to heavy pruning) for the proof and the speed probe."""
+    """A fixed spread of subnets (mild to heavy pruning) for the proof."""
     rng = random.Random(fitness.cfg.seed + 101)
     crits = fitness.space.criteria
     return [pruned_genome(fitness.space, crits[i % len(crits)], 0.2 + 0.6 * i / max(1, n - 1), 0.1, rng)
