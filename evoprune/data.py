@@ -223,17 +223,20 @@ def load_task(cfg: Config) -> TaskData:
 
 
 def augment_batch(x: torch.Tensor, policy: str, gen: torch.Generator) -> torch.Tensor:
-    """Random crop (zero padding of H/8, i.e. the train mean) and/or horizontal flip, per sample."""
+    """Random crop (zero padding of H/8, i.e. the train mean) and/or horizontal flip, per sample, on
+    the inputs' device (`gen` is a CPU generator, so the draws are the same on any device)."""
+    dev = x.device
     if policy in ("crop", "crop_flip"):
         b, c, h, w = x.shape
         pad = max(1, round(min(h, w) / 8))
         padded = F.pad(x, (pad, pad, pad, pad))
-        oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-        ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-        rows = (oy[:, None] + torch.arange(h))[:, None, :, None]  # (B, 1, H, 1)
-        cols = (ox[:, None] + torch.arange(w))[:, None, None, :]  # (B, 1, 1, W)
-        x = padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+        oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev)
+        ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev)
+        rows = (oy[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # (B, 1, H, 1)
+        cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # (B, 1, 1, W)
+        x = padded[torch.arange(b, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
+                   rows, cols]
     if policy in ("flip", "crop_flip"):
-        flip = torch.rand(len(x), generator=gen) < 0.5
+        flip = (torch.rand(len(x), generator=gen) < 0.5).to(dev)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
     return x

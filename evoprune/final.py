@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_write, write_json
 from .config import Config, DistillConfig
-from .data import TaskData, load_task
+from .data import TaskData, augment_batch, augment_policy, load_task
 from .deploy import deployment_metrics
 from .distill import FEATURE_LOSSES, FeatureTap, KDLoss, default_feature_layers, mutual_kl
 from .fitness import resolve_device
@@ -38,32 +38,12 @@ def augment_kind(cfg: Config, input_shape: tuple[int, ...]) -> str:
         return cfg.distill.augment
     if min(input_shape[-2:]) < 16:
         return "none"
-    try:
-        from .data import augment_policy
-    except ImportError:  # pragma: no cover - older data modules
-        return "crop_flip"
     return augment_policy(cfg.data)
 
 
 def augment(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
-    """Random crop after zero padding by 1/8 of the side (at least 1 px), and/or horizontal flip, per sample,
-    on the inputs' device. Inputs are normalised, so zero padding is the data's mean."""
-    if kind == "none":
-        return x
-    b, _, h, w = x.shape
-    if kind in ("crop", "crop_flip"):
-        pad = max(1, min(h, w) // 8)
-        xp = nn.functional.pad(x, (pad, pad, pad, pad))
-        oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
-        ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
-        rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
-        cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
-        x = xp[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(x.shape[1], device=x.device)
-               [None, :, None, None], rows, cols]
-    if kind in ("flip", "crop_flip"):
-        flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    return x
+    """The data's own augmentation (crop after zero padding, flip), on the inputs' device."""
+    return augment_batch(x, kind, gen)
 
 
 class _Student:
