@@ -125,11 +125,13 @@ def check_device(cfg: Any) -> None:
             raise ConfigError("fitness.device", "'cuda' but no CUDA device is available (use cpu or auto)")
 
 
-def check_parent_weights(cfg: Any) -> None:
-    """parent.weights must be a state_dict that loads into the configured parent (checked up front)."""
+def check_parent_weights(cfg: Any) -> Any:
+    """parent.weights must be a state_dict that loads into the configured parent (checked up front).
+
+    Returns the task's data it had to load for that (the search reuses them), or None."""
     weights = cfg.parent.weights
     if not weights:
-        return
+        return None
     if "\0" in weights:
         raise ConfigError("parent.weights", f"expected a file path, got {short(weights)}")
     p = Path(weights)
@@ -143,7 +145,7 @@ def check_parent_weights(cfg: Any) -> None:
     import torch
 
     from .data import load_data
-    from .parent import build_parent, load_state_dict_file, parent_channels
+    from .parent import build_parent, load_state_dict_checked, parent_channels
 
     # Only this file is read in the two `try`s below: whatever fails there, the file is unusable.
     try:
@@ -156,13 +158,14 @@ def check_parent_weights(cfg: Any) -> None:
     data = load_data(cfg.data, cfg.seed, channels=parent_channels(cfg))
     model = build_parent(cfg, data.input_shape, data.n_classes)
     try:
-        load_state_dict_file(model, p)
+        load_state_dict_checked(model, state, p)
     except ValueError as exc:  # its own one-line account of missing / unexpected keys
         raise ConfigError("parent.weights", one_line(exc, 300)) from None
     except Exception as exc:  # e.g. RuntimeError: size mismatch
         width = cfg.parent.width if cfg.parent.width is not None else "default"
         raise ConfigError("parent.weights", f"{p} does not fit parent.arch={cfg.parent.arch} (width {width}): "
                           f"{one_line(exc, 200)}") from None
+    return data
 
 
 def resume_config(args: argparse.Namespace) -> tuple[Path, Any, dict[str, Any]]:
@@ -199,8 +202,9 @@ def resume_config(args: argparse.Namespace) -> tuple[Path, Any, dict[str, Any]]:
     return run_dir, cfg, doc
 
 
-def search_inputs(args: argparse.Namespace) -> tuple[Path, Any, dict[str, Any]]:
-    """Every check of a search's input, before any work: run directory, config, checkpoint to resume."""
+def search_inputs(args: argparse.Namespace) -> tuple[Path, Any, dict[str, Any], Any]:
+    """Every check of a search's input, before any work: run directory, config, checkpoint to resume,
+    and the task's data when a check already loaded them (else None)."""
     if args.resume is not None:
         run_dir, cfg, checkpoint = resume_config(args)
     else:
@@ -211,9 +215,9 @@ def search_inputs(args: argparse.Namespace) -> tuple[Path, Any, dict[str, Any]]:
         check_out_dir(run_dir, args.force)
         check_parent_dir(run_dir, cfg, args.force)
     check_device(cfg)
-    check_parent_weights(cfg)
+    data = check_parent_weights(cfg)
     check_feature_layers(cfg, search=True)
-    return run_dir, cfg, checkpoint
+    return run_dir, cfg, checkpoint, data
 
 
 def check_parent_dir(out: Path, cfg: Any, force: bool) -> None:

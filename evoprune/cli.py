@@ -47,7 +47,7 @@ def _interrupted(args: argparse.Namespace, run_dir: Path, cfg: Any, resuming: bo
 def _cmd_search(args: argparse.Namespace) -> int:
     resuming = args.resume is not None
     try:
-        run_dir, cfg, checkpoint = search_inputs(args)
+        run_dir, cfg, checkpoint, data = search_inputs(args)
     except OSError as exc:  # a path the system cannot even look at (name too long, no permission...)
         raise UsageError(os_error(exc)) from None
 
@@ -58,8 +58,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     progress = not args.quiet
     print(f"evoprune search -> {run_dir}", flush=True)
     try:
-        fitness = build_fitness(pin_evaluator(cfg, checkpoint.get("evaluator")) if resuming else cfg, run_dir,
-                                progress=progress)
+        run_cfg = pin_evaluator(cfg, checkpoint.get("evaluator")) if resuming else cfg
+        fitness = build_fitness(run_cfg, run_dir, progress=progress, data=data)
         print(f"parent {cfg.parent.arch}: val acc {fitness.parent_accuracy:.4f}, {fitness.parent_n_params:,} params, "
               f"{fitness.parent_macs:,} MACs ({fitness.parent_meta.get('source')}); "
               f"{len(fitness.space.groups)} prunable groups", flush=True)

@@ -166,10 +166,12 @@ class Fitness:
         return {"accuracy": self.parent_accuracy, "n_params": self.parent_n_params, "macs": self.parent_macs}
 
 
-def build_fitness(cfg: Config, run_dir: str | Path | None = None, progress: bool = True) -> Fitness:
-    """Data loaded, parent trained (or loaded / cached in `run_dir`), search space traced."""
+def build_fitness(cfg: Config, run_dir: str | Path | None = None, progress: bool = True,
+                  data: TaskData | None = None) -> Fitness:
+    """Data loaded (unless given), parent trained (or loaded / cached in `run_dir`), search space traced."""
     torch.manual_seed(cfg.seed)
-    data = load_data(cfg.data, cfg.seed, channels=parent_channels(cfg))  # grayscale -> 3 for torchvision
+    if data is None:
+        data = load_data(cfg.data, cfg.seed, channels=parent_channels(cfg))  # grayscale -> 3 for torchvision
     parent, meta = get_parent(cfg, data, run_dir, progress=progress)
     gen = torch.Generator().manual_seed(cfg.seed + 29)
     calib = torch.randperm(len(data.train_y), generator=gen)[:256]

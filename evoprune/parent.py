@@ -60,6 +60,11 @@ def load_state_dict_file(model: nn.Module, path: str | Path) -> None:
     state = torch.load(p, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise ValueError(f"{p} does not hold a state_dict")
+    load_state_dict_checked(model, state, p)
+
+
+def load_state_dict_checked(model: nn.Module, state: dict, source: str | Path) -> None:
+    """Load `state` strictly; missing and unexpected keys are listed readably (ValueError)."""
     result = model.load_state_dict(state, strict=False)
     problems = []
     if result.missing_keys:
@@ -67,7 +72,7 @@ def load_state_dict_file(model: nn.Module, path: str | Path) -> None:
     if result.unexpected_keys:
         problems.append("unexpected: " + ", ".join(result.unexpected_keys[:8]))
     if problems:
-        raise ValueError(f"{p} does not fit the parent ({'; '.join(problems)})")
+        raise ValueError(f"{source} does not fit the parent ({'; '.join(problems)})")
 
 
 def check_input_size(model: nn.Module, data: TaskData, arch: str) -> None:
