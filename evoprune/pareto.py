@@ -6,14 +6,14 @@ from typing import Sequence
 import moocore
 import numpy as np
 
-from .objectives import Objectives
+from .objectives import PARETO_OBJECTIVES, Objectives
 
 HV_REFERENCE = (0.0, 1.0)  # accuracy 0, size ratio 1 (the parent's size)
-_MAXIMISE = [True, False]
+_MAXIMISE = [sign > 0 for _, sign in PARETO_OBJECTIVES]
 
 
 def _points(objs: Sequence[Objectives]) -> np.ndarray:
-    return np.array([[o.accuracy, o.size_ratio] for o in objs], dtype=float).reshape(-1, 2)
+    return np.array([o.values("pareto") for o in objs], dtype=float).reshape(-1, len(PARETO_OBJECTIVES))
 
 
 def front_indices(objs: Sequence[Objectives]) -> list[int]:
