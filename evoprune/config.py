@@ -142,7 +142,9 @@ class FitnessConfig:
     val_samples: int = _f(0, lo=0, doc="validation samples scored (0: the whole split)")
     device: Literal["cpu", "cuda", "auto"] = _f("auto", doc="where fitness runs (`auto`: CUDA when available)")
     precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", doc="fine-tune autocast precision (fp16 uses a grad scaler on CUDA)")
-    channels_last: bool = _f(False, doc="channels_last memory format for the fine-tune (faster convs on GPUs)")
+    channels_last: bool | Literal["auto"] = _f(
+        "auto", doc="channels_last memory format for the fine-tune and scoring (`auto`: on a CPU, where it was measured "
+                    "faster; set true to try it on a GPU)")
 
 
 @dataclass
@@ -151,8 +153,11 @@ class EvaluatorConfig:
         "auto", doc="`sequential`: each subnet in its pruned shape; `batched`: the population at once, masked "
                     "(vmap); `auto`: batched on CUDA where it is proven exact, sequential on a CPU")
     chunk: int = _f(0, lo=0, doc="individuals per batched step (0: the whole population); halved on CUDA OOM")
-    threads: int = _f(0, lo=0, hi=256, doc="sequential: individuals fine-tuned in parallel threads, one torch thread "
+    threads: int = _f(0, lo=0, hi=256, doc="sequential: individuals fine-tuned at once on a CPU, one torch thread "
                                           "each (0: one per CPU core on CPU, 1 on CUDA)")
+    pool: Literal["auto", "processes", "threads"] = _f(
+        "auto", doc="sequential on a CPU: run those individuals in forked `processes` (free of the GIL) or in "
+                    "`threads`; `auto`: processes on Linux, threads elsewhere")
     backend: Literal["local", "ray"] = _f(
         "local", doc="`local`: this process; `ray`: Ray actors, on one machine or a cluster (pip install evoprune[ray])")
     address: str | None = _f(None, doc="ray: cluster to join (`auto` or an address; null: start a local Ray instance)")

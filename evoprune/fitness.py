@@ -123,17 +123,19 @@ class Fitness:
         return Objectives(accuracy if finite else 0.0, n_params, macs, size_ratio, params_ratio, macs_ratio,
                           kd_loss, seconds, "ok" if finite else "nonfinite")
 
-    def score(self, model: nn.Module, kd_loss: float, finite: bool, seconds: float) -> Objectives:
-        """Objectives of a (fine-tuned) model: validation accuracy and size against the parent."""
+    def score(self, model: nn.Module, kd_loss: float, finite: bool, seconds: float,
+              scratch: bool = False) -> Objectives:
+        """Objectives of a (fine-tuned) model: validation accuracy and size against the parent.
+        `scratch`: the model is discarded afterwards (counting may then mark it)."""
         acc = top1(logits_of(model, self.val_x), self.val_y.cpu()) if finite else 0.0
-        return self._objectives(count_params(model), count_macs(model, self.example_input), acc, kd_loss,
+        return self._objectives(count_params(model), count_macs(model, self.example_input, scratch), acc, kd_loss,
                                 finite, seconds)
 
     def size_objectives(self, genome: Genome, accuracy: float, kd_loss: float, finite: bool,
                         seconds: float) -> Objectives:
         """Objectives of a genome whose accuracy was measured elsewhere (e.g. masked, batched)."""
         model = materialise(self.parent, genome, self.example_input)
-        return self._objectives(count_params(model), count_macs(model, self.example_input), accuracy, kd_loss,
+        return self._objectives(count_params(model), count_macs(model, self.example_input, True), accuracy, kd_loss,
                                 finite, seconds)
 
     def __call__(self, genomes: Iterable[Genome], on_done: Callable[[int], None] | None = None) -> list[Objectives]:

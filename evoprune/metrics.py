@@ -28,9 +28,23 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward at `example_input`'s shape (torch-pruning's counter)."""
+def count_macs(model: nn.Module, example_input: torch.Tensor, scratch: bool = False) -> int:
+    """Multiply-accumulates of one forward at `example_input`'s shape (torch-pruning's counter).
+
+    `scratch`: the caller discards `model` afterwards, so count on it directly instead of on the deep
+    copy torch-pruning makes to leave a model untouched (that copy is half the cost for a small net).
+    """
     import torch_pruning as tp
 
+    counter = getattr(tp.utils, "op_counter", None)
+    if scratch and hasattr(counter, "add_flops_counting_methods"):
+        flops_model = counter.add_flops_counting_methods(model)
+        flops_model.eval()
+        flops_model.start_flops_count(ost=None, verbose=False, ignore_list=[])
+        with torch.no_grad():
+            flops_model(example_input)
+        macs = flops_model.compute_average_flops_cost()[0]
+        flops_model.stop_flops_count()
+        return int(macs)
     macs, _ = tp.utils.count_ops_and_params(model, example_input)
     return int(macs)

@@ -123,11 +123,24 @@ def test_auto_follows_the_rule_and_reports_why(tiny_fitness, monkeypatch):
     assert evaluator.kind == info["kind"] == "sequential" and "CPU" in info["reason"]
 
 
-def test_parallel_threads_give_bitwise_the_same_objectives(tiny_fitness):
-    genomes = _genomes(tiny_fitness, 4, seed=7)
+def test_parallel_workers_give_bitwise_the_same_objectives(tiny_fitness):
+    genomes = _genomes(tiny_fitness, 5, seed=7)
+    key = lambda objs: [(o.accuracy, o.kd_loss, o.n_params, o.macs) for o in objs]  # noqa: E731
     one = SequentialEvaluator(tiny_fitness, threads=1).evaluate(genomes)  # conftest: one torch thread
-    two = SequentialEvaluator(tiny_fitness, threads=2).evaluate(genomes)
-    assert [(o.accuracy, o.kd_loss, o.n_params) for o in one] == [(o.accuracy, o.kd_loss, o.n_params) for o in two]
+    threads = SequentialEvaluator(tiny_fitness, threads=2, pool="threads").evaluate(genomes)
+    processes = SequentialEvaluator(tiny_fitness, threads=2, pool="processes").evaluate(genomes)
+    assert key(one) == key(threads) == key(processes)
+
+
+def test_process_pool_reports_progress_and_raises_a_childs_error(tiny_fitness):
+    genomes = _genomes(tiny_fitness, 3, seed=8)
+    evaluator = SequentialEvaluator(tiny_fitness, threads=2, pool="processes")
+    ticks = []
+    assert len(evaluator.evaluate(genomes, on_done=ticks.append)) == 3 and ticks == [1, 1, 1]
+    broken = dict(genomes[0])
+    broken.pop(next(iter(broken)))  # a group missing: materialise refuses it, in the child
+    with pytest.raises(ValueError, match="do not match"):
+        evaluator.evaluate([genomes[1], type(genomes[0])(broken)])
 
 
 @pytest.mark.parametrize("option", ["fitness.precision=bf16", "fitness.channels_last=true", "fitness.grad_clip=0.5"])

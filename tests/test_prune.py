@@ -203,3 +203,17 @@ def test_frozen_parent_subnet_keeps_frozen_flags():
     # a genome that prunes the frozen backbone's groups
     sub = materialise(frozen, space.uniform(keep=0.5), example)
     assert {n: p.requires_grad for n, p in sub.named_parameters()} == flags
+
+
+@pytest.mark.parametrize("arch", ["simple_cnn", "resnet20"])
+def test_counting_macs_on_a_scratch_subnet_agrees_with_torch_prunings_counter(arch):
+    from evoprune.metrics import count_macs
+
+    channels = 1 if arch == "simple_cnn" else 3
+    parent = build_model(arch, 10, channels, 4).eval()
+    x = torch.randn(1, channels, 8, 8)
+    space = build_space(parent, x, load_config().space, ["l1"], torch.randn(8, channels, 8, 8), torch.arange(8))
+    for ratio in (0.3, 0.7):
+        subnet = materialise(parent, space.uniform(ratio), x)
+        expected = count_macs(subnet, x)  # torch-pruning's counter, on its own deep copy
+        assert count_macs(subnet, x, scratch=True) == expected < count_macs(parent, x)

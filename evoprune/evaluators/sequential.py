@@ -12,27 +12,37 @@ from typing import TYPE_CHECKING, Callable, Iterable
 import torch
 from torch import nn
 
-from ..amp import Scaler, autocast
+from ..amp import Scaler, autocast, channels_last_on
 from ..config import FitnessConfig
 from ..distill import FEATURE_LOSSES, KDLoss, default_feature_layers, teacher_feature_targets
 from ..genome import Genome
 from ..objectives import Objectives
 from ..prune import materialise
+from .forked import ForkedPool, await_native_exit, fork_available, sole_evaluation
 
 if TYPE_CHECKING:
     from ..fitness import Fitness
 
 
 def make_optimizer(params: Iterable[torch.Tensor], cfg: FitnessConfig) -> torch.optim.Optimizer:
-    """The fine-tune optimiser; all are elementwise, so the batched (stacked) form is exact too."""
+    """The fine-tune optimiser; all are elementwise, so the batched (stacked) form is exact too.
+
+    The fused kernels update every parameter in one call: 34 instead of 156 us per SGD step for the
+    digits CNN on one CPU thread, a real share of a 4 ms step. Where this torch lacks them, the default.
+    """
     params = list(params)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+        kind, kwargs = torch.optim.SGD, dict(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adam":
+        kind, kwargs = torch.optim.Adam, dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adamw":
+        kind, kwargs = torch.optim.AdamW, dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+    try:
+        return kind(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device or dtype here
+        return kind(params, **kwargs)
 
 
 def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -112,7 +122,7 @@ def kd_finetune(model: nn.Module, fitness: "Fitness", steps: int | None = None) 
     steps = cfg.steps if steps is None else steps
     if steps == 0:
         return float("nan"), True
-    if cfg.channels_last:
+    if channels_last_on(cfg, fitness.device):
         model.to(memory_format=torch.channels_last)
     kd, targets = make_kd_loss(model, fitness)
     params = list(model.parameters()) + list(kd.parameters())
@@ -162,46 +172,98 @@ def _cpu_count() -> int:
 class SequentialEvaluator:
     """Each individual in its real pruned shape (exact for any architecture).
 
-    On a CPU, small convolutions use two cores poorly; `threads` threads each fine-tune one
-    individual with one torch thread instead (measured ~1.4-1.6x on 2 cores, results bitwise the same
-    for any worker count, since every individual's arithmetic runs on one thread).
+    On a CPU, small convolutions use several cores poorly, so every individual runs on one torch
+    thread and `threads` individuals run at once: in forked processes on Linux (free of the GIL),
+    otherwise in threads. Results are bitwise the same for any worker count and either pool, since
+    every individual's arithmetic runs on one thread with the same inputs.
     """
 
     kind = "sequential"
 
-    def __init__(self, fitness: "Fitness", threads: int | None = None):
+    def __init__(self, fitness: "Fitness", threads: int | None = None, pool: str | None = None):
         self.fitness = fitness
         if threads is None:
             threads = fitness.cfg.evaluator.threads
         if threads == 0:
             threads = 1 if fitness.device.type == "cuda" else _cpu_count()
         self.threads = threads
+        pool = fitness.cfg.evaluator.pool if pool is None else pool
+        if pool == "auto":
+            pool = "processes" if fork_available() else "threads"
+        elif pool == "processes" and not fork_available():
+            raise ValueError("evaluator.pool=processes needs fork (Linux, outside daemonic processes); "
+                             "use `threads` or `auto`")
+        self.pool = pool
+        self._workers: ForkedPool | None = None  # forked on first use, kept while its state holds
 
     def _one(self, genome: Genome) -> Objectives:
         start = time.perf_counter()
         model = materialise(self.fitness.parent, genome, self.fitness.example_input)
         kd_loss, finite = finetune_and_recalibrate(model, self.fitness)
-        if not finite:
-            warnings.warn(f"fine-tune of {genome.key()} produced a non-finite loss; scored as worst")
-        return self.fitness.score(model, kd_loss, finite, time.perf_counter() - start)
+        return self.fitness.score(model, kd_loss, finite, time.perf_counter() - start, scratch=True)
 
     def evaluate(self, genomes: list[Genome], on_done: Callable[[int], None] | None = None) -> list[Objectives]:
-        def run(genome: Genome) -> Objectives:
-            obj = self._one(genome)
+        results: list[Objectives | None] = [None] * len(genomes)
+
+        def done(i: int, obj: Objectives) -> None:
+            results[i] = obj
+            if obj.status == "nonfinite":
+                warnings.warn(f"fine-tune of {genomes[i].key()} produced a non-finite loss; scored as worst")
             if on_done:
                 on_done(1)
-            return obj
 
         if self.fitness.device.type != "cpu":
-            return [run(g) for g in genomes]
+            for i, g in enumerate(genomes):
+                done(i, self._one(g))
+            return results  # type: ignore[return-value]
         # On a CPU every individual runs on one torch thread, whatever `threads` is: parallel across
-        # individuals instead, and bitwise the same objectives for any number of threads.
+        # individuals instead, and bitwise the same objectives for any number of workers.
+        workers = min(self.threads, len(genomes))
+        # Largest first: the pool's last, lone individual is then a small one (less idle time).
+        order = sorted(range(len(genomes)), key=lambda i: -sum(len(k) for k in genomes[i].values()))
         previous = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            if self.threads <= 1:
-                return [run(g) for g in genomes]
-            with ThreadPoolExecutor(self.threads) as pool:
-                return list(pool.map(run, genomes))
+            with sole_evaluation() as alone:
+                if workers <= 1:
+                    for i in order:
+                        done(i, self._one(genomes[i]))
+                elif self.pool == "processes" and alone:
+                    self._forked(genomes, order, done)
+                else:
+                    self._threads(genomes, order, workers, done)
         finally:
             torch.set_num_threads(previous)
+        return results  # type: ignore[return-value]
+
+    def _state(self) -> tuple:
+        """What forked workers inherit and must still hold: the config, and the parent's and the staged
+        tensors (storage and in-place version counter)."""
+        f = self.fitness
+        tensors = [*f.parent.parameters(), *f.parent.buffers(),
+                   *(v for v in vars(f).values() if isinstance(v, torch.Tensor))]
+        return repr(f.cfg), id(f.parent), tuple((t.data_ptr(), t._version) for t in tensors)
+
+    def _forked(self, genomes: list[Genome], order: list[int], done: Callable[[int, Objectives], None]) -> None:
+        if self.fitness.cfg.fitness.kd in FEATURE_LOSSES:
+            feature_setup(self.fitness)  # computed once here, inherited by every child
+        state = self._state()
+        if self._workers is None or not self._workers.matches(self.threads, state):
+            if self._workers is not None:
+                self._workers.close()
+            self._workers = ForkedPool(self._one, self.threads, state)
+        self._workers.map(genomes, order, done)
+
+    def _threads(self, genomes: list[Genome], order: list[int], workers: int,
+                 done: Callable[[int, Objectives], None]) -> None:
+        native_ids: set[int] = set()
+
+        def one(i: int) -> Objectives:
+            native_ids.add(threading.get_native_id())
+            return self._one(genomes[i])
+
+        with ThreadPoolExecutor(workers) as pool:
+            for i, obj in zip(order, pool.map(one, order)):
+                done(i, obj)
+        if fork_available():  # a later fork must not catch these threads mid-exit
+            await_native_exit(native_ids)

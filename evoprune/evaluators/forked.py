@@ -1,0 +1,149 @@
+"""Forked worker processes for CPU fitness: one individual per core, free of the GIL.
+
+Threads share one interpreter lock, and a short fine-tune of a small network spends a good share of
+each step in Python (autograd, optimiser, module calls), so two threads on two cores fall well short
+of twice one (results/bench_cpu_options.md). Forked children share the parent network, the staged
+tensors and the teacher outputs copy-on-write: only genomes and objectives cross the pipes. The pool
+is forked once and reused while the state it inherited is unchanged (forking per call costs tens of
+milliseconds and re-copies the pages the children touch).
+"""
+from __future__ import annotations
+
+import ctypes
+import itertools
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from typing import Any, Callable, Hashable, Iterable, Iterator, Sequence
+
+import torch
+
+# Work for the children, keyed per pool; set only while its children are forked (they inherit it).
+_WORK: dict[int, Callable[[Any], Any]] = {}
+_KEYS = itertools.count()
+_LOCK = threading.Lock()
+_RUNNING = 0  # evaluations in progress in this process (guarded by _LOCK)
+
+
+def fork_available() -> bool:
+    """Fork is safe for CPU torch on Linux; elsewhere (macOS frameworks, Windows) and inside daemonic
+    processes, which may not have children, callers use threads instead."""
+    return sys.platform.startswith("linux") and not mp.current_process().daemon
+
+
+@contextmanager
+def sole_evaluation() -> Iterator[bool]:
+    """Yields whether no other thread of this process is evaluating at the same time.
+
+    Forking while another thread is inside torch can copy a lock it holds (MKL's allocator) into the
+    child, which then hangs; so a caller that is not alone (e.g. a study running trials in threads)
+    uses threads instead of processes.
+    """
+    global _RUNNING
+    with _LOCK:
+        _RUNNING += 1
+        alone = _RUNNING == 1
+    try:
+        yield alone
+    finally:
+        with _LOCK:
+            _RUNNING -= 1
+
+
+def await_native_exit(native_ids: Iterable[int], timeout: float = 2.0) -> None:
+    """Wait until threads that Python has joined have also left the OS.
+
+    A joined thread still runs its native thread-local destructors, and MKL frees its buffers there
+    under a lock: a fork in that window copies the lock held and the child hangs on it (reproduced in
+    43 of 300 forks right after joining two torch threads, none of 600 after this wait).
+    """
+    deadline = time.monotonic() + timeout
+    pending = [t for t in native_ids if t != threading.get_native_id()]
+    while pending and time.monotonic() < deadline:
+        pending = [t for t in pending if os.path.exists(f"/proc/self/task/{t}")]
+        if pending:
+            time.sleep(0.0005)
+
+
+def _child_init(parent_pid: int) -> None:
+    # Ctrl-C reaches the whole process group: the parent handles it and stops the children.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Die with the parent, even when it is SIGKILLed (its children would otherwise wait forever).
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+    torch.set_num_threads(1)  # one core each: the children are the parallelism
+
+
+def _child_run(key: int, item: Any) -> Any:
+    return _WORK[key](item)
+
+
+def _noop(_: Any) -> None:
+    return None
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended without answering (killed by the OS, e.g. out of memory)."""
+
+
+class ForkedPool:
+    """`workers` forked processes that run `work(item)`; results come back to this process.
+
+    `work` and everything it reaches are the state as of the fork; `state` is what the caller
+    compares to decide when that state is stale (see `matches`).
+    """
+
+    def __init__(self, work: Callable[[Any], Any], workers: int, state: Hashable):
+        self.workers, self.state = workers, state
+        self._key = next(_KEYS)
+        with _LOCK:  # fork now, all children at once, while `work` is registered
+            _WORK[self._key] = work
+            try:
+                self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"),
+                                                 initializer=_child_init, initargs=(os.getpid(),))
+                self._pool.submit(_noop, None)  # with fork, the first submit forks every child
+            finally:
+                # The children hold their copy; no reference here keeps `work` (and its owner) alive.
+                del _WORK[self._key]
+        self._processes = list((getattr(self._pool, "_processes", None) or {}).values())
+
+    def matches(self, workers: int, state: Hashable) -> bool:
+        return self._pool is not None and workers == self.workers and state == self.state
+
+    def map(self, items: Sequence[Any], order: Sequence[int], on_result: Callable[[int, Any], None]) -> None:
+        """Run `work(items[i])` for i in `order` (submitted in that order); `on_result(i, value)` runs
+        here as each finishes. A child's exception is raised here; on any error the pool is closed."""
+        try:
+            futures = {self._pool.submit(_child_run, self._key, items[i]): i for i in order}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    on_result(futures[fut], fut.result())
+        except BrokenProcessPool as exc:
+            self.close()
+            raise WorkerDied("a worker process died (killed by the OS, e.g. out of memory?); lower "
+                             "evaluator.threads or set evaluator.pool=threads") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the children now (an interrupt or a failure must not wait for running fine-tunes)."""
+        if self._pool is None:
+            return
+        for proc in self._processes:
+            if proc.is_alive():
+                proc.kill()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None

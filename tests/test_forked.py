@@ -1,0 +1,99 @@
+"""Forked CPU workers: they never outlive their parent, and Ctrl-C stops them at once."""
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from evoprune.evaluators.forked import ForkedPool, WorkerDied, fork_available
+
+pytestmark = pytest.mark.skipif(not fork_available(), reason="forked workers need Linux")
+
+# A parent whose two children each record their pid, then work "forever".
+_PARENT = textwrap.dedent("""
+    import os, sys, time
+    from evoprune.evaluators.forked import ForkedPool
+
+    def work(i):
+        open(os.path.join(sys.argv[1], f"child{i}"), "w").write(str(os.getpid()))
+        time.sleep(120)
+
+    ForkedPool(work, 2, None).map([0, 1], [0, 1], lambda i, value: None)
+""")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has stopped; only its exit status waits to be collected
+
+
+def _start_parent(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
+    proc = subprocess.Popen([sys.executable, "-c", _PARENT, str(tmp_path)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("child*"))) < 2:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "the children never started"
+        time.sleep(0.05)
+    time.sleep(0.1)  # both pid files are complete
+    return proc, [int(p.read_text()) for p in sorted(tmp_path.glob("child*"))]
+
+
+def _wait_gone(pids: list[int], seconds: float = 10) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [p for p in pids if _alive(p)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_workers_stop_with_their_parent(tmp_path, sig):
+    proc, children = _start_parent(tmp_path)
+    assert all(_alive(p) for p in children) and proc.pid not in children
+    os.kill(proc.pid, sig)
+    proc.wait(timeout=30)
+    if sig == signal.SIGINT:  # Ctrl-C: the parent raises KeyboardInterrupt, having stopped the children
+        assert b"KeyboardInterrupt" in proc.stderr.read()
+    left = _wait_gone(children)
+    for p in left:  # do not leak them into the rest of the session, even when the test fails
+        os.kill(p, signal.SIGKILL)
+    assert not left
+
+
+def test_results_arrive_with_their_index_and_the_pool_is_reused():
+    pool = ForkedPool(lambda x: (x * x, os.getpid()), 2, "state")
+    seen: dict[int, tuple] = {}
+    pool.map([5, 6, 7, 8], [3, 0, 2, 1], seen.__setitem__)
+    assert {i: v[0] for i, v in seen.items()} == {0: 25, 1: 36, 2: 49, 3: 64}
+    pids = {v[1] for v in seen.values()}
+    assert os.getpid() not in pids  # the work ran in children
+    pool.map([9, 10], [0, 1], seen.__setitem__)
+    assert {seen[0][1], seen[1][1]} <= set(p.pid for p in pool._processes)  # the same children, not new ones
+    assert pool.matches(2, "state") and not pool.matches(2, "changed") and not pool.matches(3, "state")
+    pool.close()
+    assert not pool.matches(2, "state")
+
+
+def test_a_killed_worker_is_a_clear_error():
+    pool = ForkedPool(lambda x: os.kill(os.getpid(), signal.SIGKILL), 2, None)
+    with pytest.raises(WorkerDied, match="out of memory"):
+        pool.map([0], [0], lambda i, value: None)
+    assert not pool.matches(2, None)  # closed: the next call forks a fresh pool
+
+
+def test_a_garbage_collected_pool_leaves_no_children():
+    pool = ForkedPool(lambda x: x, 2, None)
+    pool.map([1, 2], [0, 1], lambda i, value: None)
+    children = [p.pid for p in pool._processes]
+    del pool
+    gc.collect()
+    assert not _wait_gone(children)
