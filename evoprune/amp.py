@@ -39,9 +39,9 @@ class Scaler:
 
 
 def channels_last_on(cfg: FitnessConfig, device: torch.device) -> bool:
-    """`fitness.channels_last` resolved: `auto` is on for CPUs, where oneDNN's convolutions run faster
-    on channels_last (measured 10-18% per fine-tune on the digits CNN and ResNet-20, results/bench_fitness.md);
-    off elsewhere, where it has not been measured here."""
+    """`fitness.channels_last` resolved: `auto` is on for CPUs, where oneDNN's convolutions and BatchNorm
+    run faster on channels_last (1.01-1.29x individuals/s for the digits CNN and ResNet-20,
+    results/bench_cpu_options.md); off elsewhere, where it has not been measured here."""
     if cfg.channels_last == "auto":
         return device.type == "cpu"
     return bool(cfg.channels_last)

@@ -63,7 +63,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print(f"parent {cfg.parent.arch}: val acc {fitness.parent_accuracy:.4f}, {fitness.parent_n_params:,} params, "
               f"{fitness.parent_macs:,} MACs ({fitness.parent_meta.get('source')}); "
               f"{len(fitness.space.groups)} prunable groups", flush=True)
-        print(f"evaluator: {fitness.evaluator.kind} ({fitness.evaluator_info['reason']})", flush=True)
+        where = getattr(fitness.evaluator, "workers", "")  # e.g. "2 forked processes" on a CPU
+        print(f"evaluator: {fitness.evaluator.kind}{', ' + where if where else ''} "
+              f"({fitness.evaluator_info['reason']})", flush=True)
         writer = RunWriter(run_dir)
         if resuming:
             writer.clean()  # temporary files of a killed write

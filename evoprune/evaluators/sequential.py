@@ -196,6 +196,13 @@ class SequentialEvaluator:
         self.pool = pool
         self._workers: ForkedPool | None = None  # forked on first use, kept while its state holds
 
+    @property
+    def workers(self) -> str:
+        """How individuals run at once, for the log."""
+        if self.fitness.device.type != "cpu" or self.threads <= 1:
+            return "one at a time"
+        return f"{self.threads} forked processes" if self.pool == "processes" else f"{self.threads} threads"
+
     def _one(self, genome: Genome) -> Objectives:
         start = time.perf_counter()
         model = materialise(self.fitness.parent, genome, self.fitness.example_input)
