@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+import threading
+
+from evoprune.evaluators import forked
 from evoprune.evaluators.forked import ForkedPool, WorkerDied, fork_available
 
 pytestmark = pytest.mark.skipif(not fork_available(), reason="forked workers need Linux")
@@ -97,3 +100,57 @@ def test_a_garbage_collected_pool_leaves_no_children():
     del pool
     gc.collect()
     assert not _wait_gone(children)
+
+
+def test_workers_forked_by_a_finished_thread_are_not_reused():
+    box = {}
+    maker = threading.Thread(target=lambda: box.setdefault("pool", ForkedPool(abs, 2, "s")))
+    maker.start()
+    maker.join()
+    pool = box["pool"]
+    assert not _wait_gone([p.pid for p in pool._processes])  # they die with the thread that forked them
+    assert not pool.matches(2, "s")  # so the evaluator forks afresh instead of calling dead workers
+    pool.close()
+
+
+def _hang(key):  # a child that never becomes ready (module level: submitted by reference)
+    time.sleep(30)
+
+
+def test_workers_that_do_not_start_fall_back_to_threads(tiny_fitness, monkeypatch):
+    from evoprune.evaluators import SequentialEvaluator
+    from evoprune.population import initial_population
+    import random
+
+    genomes = [g for g, _ in initial_population(tiny_fitness.space, tiny_fitness.cfg.population, 3, random.Random(5))]
+    expected = SequentialEvaluator(tiny_fitness, threads=1).evaluate(genomes)
+    monkeypatch.setattr(forked, "_child_ready", _hang)
+    monkeypatch.setattr(forked, "READY_TIMEOUT_S", 0.5)
+    evaluator = SequentialEvaluator(tiny_fitness, threads=2, pool="processes")
+    with pytest.warns(UserWarning, match="did not all start.*threads from now on"):
+        got = evaluator.evaluate(genomes)
+    assert evaluator.pool == "threads"
+    assert [(o.accuracy, o.kd_loss) for o in got] == [(o.accuracy, o.kd_loss) for o in expected]
+
+
+def test_a_changed_parent_is_seen_by_fresh_workers(tiny_fitness):
+    from evoprune.evaluators import SequentialEvaluator
+    from evoprune.population import initial_population
+    import random
+    import torch
+
+    genomes = [g for g, _ in initial_population(tiny_fitness.space, tiny_fitness.cfg.population, 3, random.Random(6))]
+    evaluator = SequentialEvaluator(tiny_fitness, threads=2, pool="processes")
+    evaluator.evaluate(genomes)
+    first = evaluator._workers
+    saved = {k: v.clone() for k, v in tiny_fitness.parent.state_dict().items()}
+    try:
+        with torch.no_grad():
+            for p in tiny_fitness.parent.parameters():
+                p.data.mul_(0.5)  # through .data: the version counter does not see it, the checksum does
+        got = evaluator.evaluate(genomes)
+        assert evaluator._workers is not first
+        expected = SequentialEvaluator(tiny_fitness, threads=1).evaluate(genomes)
+        assert [(o.accuracy, o.kd_loss) for o in got] == [(o.accuracy, o.kd_loss) for o in expected]
+    finally:
+        tiny_fitness.parent.load_state_dict(saved)

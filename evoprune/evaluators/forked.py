@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -26,6 +27,8 @@ import torch
 
 # Work for the children, keyed per pool; set only while its children are forked (they inherit it).
 _WORK: dict[int, Callable[[Any], Any]] = {}
+_BARRIERS: dict[int, Any] = {}  # the start-up meeting point of each pool's children, inherited likewise
+READY_TIMEOUT_S = 60.0  # for every child to start and run a first convolution
 _KEYS = itertools.count()
 _LOCK = threading.Lock()
 _RUNNING = 0  # evaluations in progress in this process (guarded by _LOCK)
@@ -88,37 +91,67 @@ def _child_run(key: int, item: Any) -> Any:
     return _WORK[key](item)
 
 
-def _noop(_: Any) -> None:
-    return None
+def _child_ready(key: int) -> int:
+    """Run a small convolution forward and backward, then meet the other children.
+
+    A fork that copied a lock held by another thread (MKL's allocator, say) hangs on the first torch
+    call, so it shows here, at start-up and under a timeout, rather than silently mid-search. The
+    barrier makes every child take exactly one of these tasks.
+    """
+    x = torch.ones(2, 3, 6, 6, requires_grad=True)
+    torch.nn.functional.conv2d(x, torch.ones(4, 3, 3, 3)).sum().backward()
+    _BARRIERS[key].wait(READY_TIMEOUT_S)
+    return os.getpid()
 
 
 class WorkerDied(RuntimeError):
-    """A worker process ended without answering (killed by the OS, e.g. out of memory)."""
+    """A worker process ended or hung without answering (killed by the OS, e.g. out of memory)."""
+
+
+def _kill(processes: list, pool: ProcessPoolExecutor) -> None:
+    for proc in processes:
+        if proc.is_alive():
+            proc.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 class ForkedPool:
     """`workers` forked processes that run `work(item)`; results come back to this process.
 
     `work` and everything it reaches are the state as of the fork; `state` is what the caller
-    compares to decide when that state is stale (see `matches`).
+    compares to decide when that state is stale (see `matches`). Raises WorkerDied when the children
+    do not all start and answer within READY_TIMEOUT_S.
     """
 
     def __init__(self, work: Callable[[Any], Any], workers: int, state: Hashable):
         self.workers, self.state = workers, state
         self._key = next(_KEYS)
-        with _LOCK:  # fork now, all children at once, while `work` is registered
+        with _LOCK:  # fork every child while `work` is registered, and only then let go of it
             _WORK[self._key] = work
+            _BARRIERS[self._key] = mp.get_context("fork").Barrier(workers)
             try:
                 self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"),
                                                  initializer=_child_init, initargs=(os.getpid(),))
-                self._pool.submit(_noop, None)  # with fork, the first submit forks every child
+                ready = [self._pool.submit(_child_ready, self._key) for _ in range(workers)]
+                done, _ = wait(ready, timeout=READY_TIMEOUT_S + 5)
+                # Private, but 3.10-3.13 have no public way to kill an executor's processes.
+                self._processes = list((getattr(self._pool, "_processes", None) or {}).values())
+                # Killed on garbage collection too: evaluator and Fitness refer to each other, so
+                # without this idle children would wait for the cycle collector.
+                self._finalizer = weakref.finalize(self, _kill, self._processes, self._pool)
+                if len(done) < workers or any(f.exception() for f in done):
+                    self.close()
+                    raise WorkerDied(f"forked workers did not all start within {READY_TIMEOUT_S:.0f} s")
             finally:
-                # The children hold their copy; no reference here keeps `work` (and its owner) alive.
-                del _WORK[self._key]
-        self._processes = list((getattr(self._pool, "_processes", None) or {}).values())
+                # The children hold their copies; nothing here keeps `work` (and its owner) alive.
+                del _WORK[self._key], _BARRIERS[self._key]
+
+    def alive(self) -> bool:
+        """Every child still runs (they die with the thread that forked them, e.g. a finished thread)."""
+        return self._pool is not None and all(p.is_alive() for p in self._processes)
 
     def matches(self, workers: int, state: Hashable) -> bool:
-        return self._pool is not None and workers == self.workers and state == self.state
+        return workers == self.workers and state == self.state and self.alive()
 
     def map(self, items: Sequence[Any], order: Sequence[int], on_result: Callable[[int, Any], None]) -> None:
         """Run `work(items[i])` for i in `order` (submitted in that order); `on_result(i, value)` runs
@@ -140,10 +173,6 @@ class ForkedPool:
 
     def close(self) -> None:
         """Stop the children now (an interrupt or a failure must not wait for running fine-tunes)."""
-        if self._pool is None:
-            return
-        for proc in self._processes:
-            if proc.is_alive():
-                proc.kill()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = None
+        if self._pool is not None:
+            self._finalizer()  # _kill, once
+            self._pool = None

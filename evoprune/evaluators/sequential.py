@@ -18,7 +18,7 @@ from ..distill import FEATURE_LOSSES, KDLoss, default_feature_layers, teacher_fe
 from ..genome import Genome
 from ..objectives import Objectives
 from ..prune import materialise
-from .forked import ForkedPool, await_native_exit, fork_available, sole_evaluation
+from .forked import ForkedPool, WorkerDied, await_native_exit, fork_available, sole_evaluation
 
 if TYPE_CHECKING:
     from ..fitness import Fitness
@@ -39,6 +39,8 @@ def make_optimizer(params: Iterable[torch.Tensor], cfg: FitnessConfig) -> torch.
         kind, kwargs = torch.optim.AdamW, dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+    if cfg.precision == "fp16":  # with a GradScaler, a skipped fused SGD step leaves momentum uninitialised
+        return kind(params, **kwargs)
     try:
         return kind(params, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device or dtype here
@@ -195,6 +197,7 @@ class SequentialEvaluator:
                              "use `threads` or `auto`")
         self.pool = pool
         self._workers: ForkedPool | None = None  # forked on first use, kept while its state holds
+        self._state_objects: tuple = ()  # what the workers' fingerprint refers to, kept alive with them
 
     @property
     def workers(self) -> str:
@@ -235,31 +238,43 @@ class SequentialEvaluator:
                 if workers <= 1:
                     for i in order:
                         done(i, self._one(genomes[i]))
-                elif self.pool == "processes" and alone:
-                    self._forked(genomes, order, done)
-                else:
+                elif not (self.pool == "processes" and alone and self._forked(genomes, order, done)):
                     self._threads(genomes, order, workers, done)
         finally:
             torch.set_num_threads(previous)
         return results  # type: ignore[return-value]
 
-    def _state(self) -> tuple:
-        """What forked workers inherit and must still hold: the config, and the parent's and the staged
-        tensors (storage and in-place version counter)."""
+    def _state(self) -> tuple[tuple, tuple]:
+        """What forked workers inherit and must still hold, as (fingerprint, objects): the config; the
+        parent's tensors (identity, in-place version, trainable flag and a checksum, which also
+        catches writes through `.data`); the staged tensors (identity and version). The caller keeps
+        the objects alive with the pool, so no id in the fingerprint is reused meanwhile."""
         f = self.fitness
-        tensors = [*f.parent.parameters(), *f.parent.buffers(),
-                   *(v for v in vars(f).values() if isinstance(v, torch.Tensor))]
-        return repr(f.cfg), id(f.parent), tuple((t.data_ptr(), t._version) for t in tensors)
+        parent = [*f.parent.parameters(), *f.parent.buffers()]
+        staged = [v for v in vars(f).values() if isinstance(v, torch.Tensor)]
+        with torch.no_grad():
+            sums = torch.stack([t.sum(dtype=torch.float64) for t in parent]).tolist() if parent else []
+        fingerprint = (repr(f.cfg), id(f.parent), tuple(id(t) for t in parent + staged),
+                       tuple((t._version, t.requires_grad) for t in parent), tuple(sums),
+                       tuple(t._version for t in staged))
+        return fingerprint, (f.parent, parent, staged)
 
-    def _forked(self, genomes: list[Genome], order: list[int], done: Callable[[int, Objectives], None]) -> None:
+    def _forked(self, genomes: list[Genome], order: list[int], done: Callable[[int, Objectives], None]) -> bool:
+        """Evaluate in the forked workers; False (with a warning) when they cannot start here."""
         if self.fitness.cfg.fitness.kd in FEATURE_LOSSES:
             feature_setup(self.fitness)  # computed once here, inherited by every child
-        state = self._state()
+        state, self._state_objects = self._state()
         if self._workers is None or not self._workers.matches(self.threads, state):
             if self._workers is not None:
                 self._workers.close()
-            self._workers = ForkedPool(self._one, self.threads, state)
+            try:
+                self._workers = ForkedPool(self._one, self.threads, state)
+            except WorkerDied as exc:
+                warnings.warn(f"{exc}; evaluating in threads from now on")
+                self._workers, self.pool = None, "threads"
+                return False
         self._workers.map(genomes, order, done)
+        return True
 
     def _threads(self, genomes: list[Genome], order: list[int], workers: int,
                  done: Callable[[int, Objectives], None]) -> None:
