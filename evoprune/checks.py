@@ -125,6 +125,20 @@ def check_device(cfg: Any) -> None:
             raise ConfigError("fitness.device", "'cuda' but no CUDA device is available (use cpu or auto)")
 
 
+def check_evaluator(cfg: Any) -> None:
+    """What the evaluator needs from this machine, before the parent is trained for it."""
+    if cfg.evaluator.backend == "ray":
+        from .evaluators.ray_backend import _import_ray
+
+        _import_ray()
+    if cfg.evaluator.pool == "processes":
+        from .evaluators.forked import fork_available
+
+        if not fork_available():
+            raise ConfigError("evaluator.pool", "'processes' needs fork (Linux, outside daemonic processes); "
+                                                "use threads or auto")
+
+
 def check_parent_weights(cfg: Any) -> Any:
     """parent.weights must be a state_dict that loads into the configured parent (checked up front).
 
@@ -215,6 +229,7 @@ def search_inputs(args: argparse.Namespace) -> tuple[Path, Any, dict[str, Any], 
         check_out_dir(run_dir, args.force)
         check_parent_dir(run_dir, cfg, args.force)
     check_device(cfg)
+    check_evaluator(cfg)
     data = check_parent_weights(cfg)
     check_feature_layers(cfg, search=True)
     return run_dir, cfg, checkpoint, data

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
@@ -101,6 +102,21 @@ def test_probabilities_summing_over_one_are_accepted(tmp_path):
 ])
 def test_bad_flags(tmp_path, argv, where):
     assert where in _bad_input(["search", "--out", tmp_path / "run", *argv])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("setting, missing, where", [
+    ("evaluator.backend=ray", "ray", "pip install 'evoprune[ray]'"),
+    ("evaluator.pool=processes", "fork", "needs fork"),
+])
+def test_what_the_evaluator_needs_is_checked_before_the_parent_is_trained(tmp_path, monkeypatch, setting, missing,
+                                                                           where):
+    if missing == "ray":
+        monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    else:
+        monkeypatch.setattr("evoprune.evaluators.forked.fork_available", lambda: False)
+    with mock.patch("evoprune.fitness.build_fitness", _reached):  # never reached
+        assert where in _bad_input(["search", "--out", tmp_path / "run", "--set", setting])
     assert not (tmp_path / "run").exists()
 
 
