@@ -133,12 +133,16 @@ class ForkedPool:
                 self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"),
                                                  initializer=_child_init, initargs=(os.getpid(),))
                 ready = [self._pool.submit(_child_ready, self._key) for _ in range(workers)]
-                done, _ = wait(ready, timeout=READY_TIMEOUT_S + 5)
                 # Private, but 3.10-3.13 have no public way to kill an executor's processes.
                 self._processes = list((getattr(self._pool, "_processes", None) or {}).values())
                 # Killed on garbage collection too: evaluator and Fitness refer to each other, so
                 # without this idle children would wait for the cycle collector.
                 self._finalizer = weakref.finalize(self, _kill, self._processes, self._pool)
+                try:
+                    done, _ = wait(ready, timeout=READY_TIMEOUT_S + 5)
+                except BaseException:  # e.g. Ctrl-C while the children start
+                    self.close()
+                    raise
                 if len(done) < workers or any(f.exception() for f in done):
                     self.close()
                     raise WorkerDied(f"forked workers did not all start within {READY_TIMEOUT_S:.0f} s")
