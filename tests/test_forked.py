@@ -3,19 +3,21 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
-import threading
-
-from evoprune.evaluators import forked
+from evoprune.evaluators import SequentialEvaluator, forked
 from evoprune.evaluators.forked import ForkedPool, WorkerDied, fork_available
+from evoprune.population import initial_population
 
 pytestmark = pytest.mark.skipif(not fork_available(), reason="forked workers need Linux")
 
@@ -118,9 +120,6 @@ def _hang(key):  # a child that never becomes ready (module level: submitted by 
 
 
 def test_workers_that_do_not_start_fall_back_to_threads(tiny_fitness, monkeypatch):
-    from evoprune.evaluators import SequentialEvaluator
-    from evoprune.population import initial_population
-    import random
 
     genomes = [g for g, _ in initial_population(tiny_fitness.space, tiny_fitness.cfg.population, 3, random.Random(5))]
     expected = SequentialEvaluator(tiny_fitness, threads=1).evaluate(genomes)
@@ -134,10 +133,6 @@ def test_workers_that_do_not_start_fall_back_to_threads(tiny_fitness, monkeypatc
 
 
 def test_a_changed_parent_is_seen_by_fresh_workers(tiny_fitness):
-    from evoprune.evaluators import SequentialEvaluator
-    from evoprune.population import initial_population
-    import random
-    import torch
 
     genomes = [g for g, _ in initial_population(tiny_fitness.space, tiny_fitness.cfg.population, 3, random.Random(6))]
     evaluator = SequentialEvaluator(tiny_fitness, threads=2, pool="processes")
