@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import signal
+import subprocess
+import sys
 
 import torch
 
-from .config import FitnessConfig
+from .config import ConfigError, FitnessConfig
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -38,13 +43,65 @@ class Scaler:
             opt.step()
 
 
+# The known crash: on torch 2.14.1's CPU build, the input gradient of a strided 1x1 convolution with
+# fewer than 8 input channels, in channels_last on one thread, corrupts the heap (glibc aborts the
+# process, or it segfaults, or it goes on with damaged memory). Pruned subnets make such shapes all
+# the time, and the forked workers run one thread each. A heap corruption cannot be caught in the
+# process that suffers it, so the pattern runs in a throwaway child.
+_PROBE = """
+import torch
+torch.set_num_threads(1)
+for c_in in (1, 2, 3, 4, 6):
+    for k, stride in ((1, 2), (3, 2), (1, 1)):
+        conv = torch.nn.Conv2d(c_in, 2 * c_in, k, stride, k // 2).to(memory_format=torch.channels_last)
+        x = torch.randn(32, c_in, 8, 8).to(memory_format=torch.channels_last).requires_grad_()
+        for _ in range(5):
+            conv(x).sum().backward()
+print("ok")
+"""
+
+
+@functools.cache
+def channels_last_cpu_problem() -> str | None:
+    """Why channels_last is unsafe for the CPU fine-tune with this torch (the known crash pattern, run
+    in a child process: about 2 s, once per process), or None when the child survived it.
+
+    Surviving the probe does not prove every shape safe, which is why channels_last stays opt-in on CPUs.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=300, env=env)
+    except subprocess.TimeoutExpired:
+        return "a channels_last convolution probe did not finish within 300 s"
+    if done.returncode == 0 and done.stdout.strip() == "ok":
+        return None
+    how = (f"was killed by {signal_name(-done.returncode)}" if done.returncode < 0
+           else f"exited with code {done.returncode}")
+    said = " ".join(done.stderr.split())[-160:]
+    return (f"with torch {torch.__version__}, a child process running channels_last convolution backward passes on "
+            f"one CPU thread {how}{f' ({said})' if said else ''}: this torch corrupts memory there")
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def channels_last_on(cfg: FitnessConfig, device: torch.device) -> bool:
-    """`fitness.channels_last` resolved: `auto` is on for CPUs, where oneDNN's convolutions and BatchNorm
-    run faster on channels_last (1.01-1.29x individuals/s for the digits CNN and ResNet-20,
-    results/bench_cpu_options.md); off elsewhere, where it has not been measured here."""
-    if cfg.channels_last == "auto":
-        return device.type == "cpu"
-    return bool(cfg.channels_last)
+    """`fitness.channels_last` resolved: `auto` is off everywhere. On CPUs channels_last was faster
+    (results/bench_cpu_options.md) but crashes torch 2.14.1 (see _PROBE); on GPUs it is unmeasured."""
+    return cfg.channels_last is True
+
+
+def check_channels_last(cfg: FitnessConfig, device: torch.device) -> None:
+    """Refuse `fitness.channels_last: true` on a CPU whose torch fails the crash probe (ConfigError)."""
+    if channels_last_on(cfg, device) and device.type == "cpu":
+        problem = channels_last_cpu_problem()
+        if problem:
+            raise ConfigError("fitness.channels_last", f"true, but {problem}; set it to false (the default) "
+                                                       f"or use another torch version")
 
 
 def memory_format(cfg: FitnessConfig, x: torch.Tensor) -> torch.Tensor:

@@ -125,6 +125,15 @@ def check_device(cfg: Any) -> None:
             raise ConfigError("fitness.device", "'cuda' but no CUDA device is available (use cpu or auto)")
 
 
+def check_memory_format(cfg: Any) -> None:
+    """`fitness.channels_last: true` on a CPU only where this torch survives the known crash (a probe)."""
+    if cfg.fitness.channels_last is True:
+        from .amp import check_channels_last
+        from .fitness import resolve_device
+
+        check_channels_last(cfg.fitness, resolve_device(cfg.fitness.device))
+
+
 def check_evaluator(cfg: Any) -> None:
     """What the evaluator needs from this machine, before the parent is trained for it."""
     if cfg.evaluator.backend == "ray":
@@ -230,6 +239,7 @@ def search_inputs(args: argparse.Namespace) -> tuple[Path, Any, dict[str, Any], 
         check_parent_dir(run_dir, cfg, args.force)
     check_device(cfg)
     check_evaluator(cfg)
+    check_memory_format(cfg)
     data = check_parent_weights(cfg)
     check_feature_layers(cfg, search=True)
     return run_dir, cfg, checkpoint, data

@@ -143,8 +143,9 @@ class FitnessConfig:
     device: Literal["cpu", "cuda", "auto"] = _f("auto", doc="where fitness runs (`auto`: CUDA when available)")
     precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", doc="fine-tune autocast precision (fp16 uses a grad scaler on CUDA)")
     channels_last: bool | Literal["auto"] = _f(
-        "auto", doc="channels_last memory format for the fine-tune and scoring (`auto`: on a CPU, where it was measured "
-                    "faster; set true to try it on a GPU)")
+        "auto", doc="channels_last memory format for the fine-tune and scoring; `auto`: off (on CPUs torch 2.14.1 "
+                    "corrupts memory in it, on GPUs it is unmeasured); `true` on a CPU first runs a crash probe in a "
+                    "child process and refuses a torch that fails it")
 
 
 @dataclass

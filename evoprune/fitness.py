@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from .amp import memory_format
+from .amp import check_channels_last, memory_format
 from .config import Config
 from .data import TaskData, load_data
 from .evaluators import choose_evaluator
@@ -56,6 +56,7 @@ class Fitness:
         self.data = data
         self.space = space
         self.device = resolve_device(cfg.fitness.device)
+        check_channels_last(cfg.fitness, self.device)
         self.parent = parent.to(self.device).eval()
         self.parent_meta = dict(parent_meta or {})
         self.example_input = data.example_input().to(self.device)
@@ -82,6 +83,7 @@ class Fitness:
         self = cls.__new__(cls)
         self.cfg, self.data, self.space, self.parent_meta, self.cache = cfg, None, space, {}, {}
         self.device = resolve_device(cfg.fitness.device)
+        check_channels_last(cfg.fitness, self.device)
         self.parent = parent.to(self.device).eval()
         for name, value in staged.items():
             setattr(self, name, _move(value, self.device))
