@@ -4,13 +4,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import signal
 import subprocess
 import sys
 
 import torch
 
 from .config import ConfigError, FitnessConfig
+from .errors import signal_name
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -80,13 +80,6 @@ def channels_last_cpu_problem() -> str | None:
     said = " ".join(done.stderr.split())[-160:]
     return (f"with torch {torch.__version__}, a child process running channels_last convolution backward passes on "
             f"one CPU thread {how}{f' ({said})' if said else ''}: this torch corrupts memory there")
-
-
-def signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 def channels_last_on(cfg: FitnessConfig, device: torch.device) -> bool:

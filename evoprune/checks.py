@@ -13,9 +13,9 @@ from typing import Any
 
 from .config import (ConfigError, apply_overrides, config_from_dict, load_config, parse_override, read_yaml,
                      short)
-from .rundir import RunWriter
+from .rundir import RUN_FILES, RunWriter
 
-RESUME_OVERRIDABLE = ("search.generations", "search.max_evaluations")
+RESUME_OVERRIDABLE = ("search.generations", "search.max_evaluations", "search.patience", "search.min_gain")
 # May differ between config.yaml and a checkpoint: the resume budget, and `evaluator.kind`, which a
 # resume replaces by the evaluator the run actually used (see pin_evaluator).
 RESUME_MAY_DIFFER = RESUME_OVERRIDABLE + ("evaluator.kind",)
@@ -50,8 +50,11 @@ def is_run_dir(path: Path) -> bool:
     return any((path / name).is_file() for name in RUN_MARKERS)
 
 
-def check_out_dir(out: Path, force: bool) -> None:
-    """Never write into a file, a directory that holds something else, or over a run, without --force."""
+def check_out_dir(out: Path, force: bool, cfg: Any = None) -> None:
+    """Never write into a file, a directory that holds something else, or over a run, without --force.
+
+    A run that stopped before its first generation was saved holds nothing to lose: the same config
+    may start it again there (its trained parent is reused)."""
     try:
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out} exists and is not a directory")
@@ -68,14 +71,37 @@ def check_out_dir(out: Path, force: bool) -> None:
 
         if holds_only_parent(out):  # made by `train-parent`: a search reuses it (checked in search_inputs)
             return
-        if is_run_dir(out):
+        if RunWriter(out).has_checkpoint():
             raise UsageError(f"--out {out} already holds an evoprune run; continue it with "
                              f"`search --resume {out}` or start it over with --force")
+        if is_run_dir(out) and {p.name for p in out.iterdir()} <= set(RUN_FILES):
+            differs = config_difference(out, cfg)
+            if differs:
+                raise UsageError(f"--out {out} holds a run that stopped before its first generation was saved, "
+                                 f"made with another config ({differs}); start it over with --force, or "
+                                 f"choose another directory")
+            return
         if any(out.iterdir()):
             raise UsageError(f"--out {out} is not empty and is not an evoprune run; "
                              f"choose another directory or pass --force")
     except OSError as exc:
         raise UsageError(f"--out {out}: {exc.strerror or exc}") from None
+
+
+def config_difference(run_dir: Path, cfg: Any) -> str | None:
+    """None when the run's config.yaml is `cfg` (or it has none), else the first difference, readably."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        saved = flatten(config_from_dict(read_yaml(path)).to_dict())
+    except ConfigError:
+        return "its config.yaml is unreadable"
+    now = flatten(cfg.to_dict()) if cfg is not None else {}
+    for key in saved:
+        if saved[key] != now.get(key):
+            return f"{key}: {short(saved[key])} there, {short(now.get(key))} now"
+    return None
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -192,7 +218,8 @@ def check_parent_weights(cfg: Any) -> Any:
 
 
 def resume_config(args: argparse.Namespace) -> tuple[Path, Any, dict[str, Any]]:
-    """The run directory, its config (with the allowed overrides) and its checkpoint, after every check."""
+    """The run directory, its config (with the allowed overrides) and its checkpoint, after every check;
+    the checkpoint is empty for a run that stopped before its first generation was saved."""
     run_dir = as_path(args.resume, "--resume")
     if args.config:
         raise UsageError("--resume continues the run with its own config; drop --config")
@@ -210,24 +237,22 @@ def resume_config(args: argparse.Namespace) -> tuple[Path, Any, dict[str, Any]]:
     has_config, has_checkpoint = (run_dir / "config.yaml").is_file(), writer.has_checkpoint()
     if has_checkpoint and not has_config:
         raise UsageError(f"--resume {run_dir}: config.yaml is missing; a resume needs the run's own config")
-    if not has_checkpoint:
-        if not is_run_dir(run_dir):
-            raise UsageError(f"--resume {run_dir}: not an evoprune run directory (no config.yaml and checkpoint)")
-        if has_config:
-            how = f"`{command('search', '--config', str(run_dir / 'config.yaml'), '--out', str(run_dir), '--force')}`"
-        else:
-            how = f"its original --config / --set and `--out {run_dir} --force`"
-        raise UsageError(f"--resume {run_dir}: the run stopped before its first generation was saved, so there "
-                         f"is nothing to resume; start it again with {how} (a trained parent is reused)")
+    if not has_config:
+        raise UsageError(f"--resume {run_dir}: not an evoprune run directory (no config.yaml and checkpoint); "
+                         f"a run that stopped before writing its config is started again with its own "
+                         f"`search --config ... --out {run_dir}`")
     cfg = config_from_dict(apply_overrides(read_yaml(run_dir / "config.yaml"), args.set))
+    if not has_checkpoint:  # stopped before its first generation was saved: nothing to lose, start again
+        return run_dir, cfg, {}
     _, doc, _ = writer.load_checkpoint()  # CheckpointError when no checkpoint is usable
     check_same_config(run_dir, cfg.to_dict(), doc.get("config"))
     return run_dir, cfg, doc
 
 
 def search_inputs(args: argparse.Namespace) -> tuple[Path, Any, dict[str, Any], Any]:
-    """Every check of a search's input, before any work: run directory, config, checkpoint to resume,
-    and the task's data when a check already loaded them (else None)."""
+    """Every check of a search's input, before any work: run directory, config, checkpoint to resume
+    (empty: start the run from its beginning), and the task's data when a check already loaded them
+    (else None)."""
     if args.resume is not None:
         run_dir, cfg, checkpoint = resume_config(args)
     else:
@@ -235,7 +260,7 @@ def search_inputs(args: argparse.Namespace) -> tuple[Path, Any, dict[str, Any], 
         cfg = load_config(as_path(args.config, "--config") if args.config is not None else None, args.set)
         run_dir = as_path(args.out, "--out") if args.out is not None else \
             Path("runs") / time.strftime("search-%Y%m%d-%H%M%S")
-        check_out_dir(run_dir, args.force)
+        check_out_dir(run_dir, args.force, cfg)
         check_parent_dir(run_dir, cfg, args.force)
     check_device(cfg)
     check_evaluator(cfg)

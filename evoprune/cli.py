@@ -1,28 +1,56 @@
-"""Command line: search, report, train-parent, distill, export; errors become one line and an exit code (2: bad input).
+"""Command line: search, report, train-parent, distill, export, config; errors become one line and an exit code.
 
 Every check of the user's input (flags, paths, config, parent weights, the checkpoint to resume)
 runs before any work starts, so bad input never creates, changes or damages a run directory.
+Exit codes: 0 ok, 1 the run failed (one paragraph says why), 2 bad input, 130 Ctrl-C, 143 SIGTERM.
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import textwrap
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .checks import (UsageError, as_path, check_device, check_feature_layers, check_pick, command, load_run_arg,
                      one_line, os_error, pin_evaluator, search_inputs)
 from .config import (ConfigError, apply_overrides, config_from_dict, load_config, parse_override, read_yaml,
                      save_config, short)
-from .rundir import CheckpointError, RunWriter
+from .errors import RunFailed
+from .rundir import FAILED_GENOME, CheckpointError, RunWriter
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`timeout`, a job scheduler, `kill`): handled like Ctrl-C, so the checkpoint is kept."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _stop_code(exc: BaseException) -> int:
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+
+
+def _paragraph(text: str) -> str:
+    return textwrap.fill(" ".join(text.split()), width=100, break_long_words=False, break_on_hyphens=False)
 
 
 
-def _interrupted(args: argparse.Namespace, run_dir: Path, cfg: Any, resuming: bool) -> int:
-    """One line on how to go on after Ctrl-C, then exit code 130."""
+def _again(args: argparse.Namespace, run_dir: Path) -> str:
+    """The command that starts this run again from its beginning (allowed while no generation is saved)."""
+    again = (["--config", args.config] if args.config else []) + [f"--set={s}" for s in args.set]
+    return command("search", *again, "--out", str(run_dir), *(["--force"] if args.force else []))
+
+
+def _how_to_go_on(args: argparse.Namespace, run_dir: Path, cfg: Any, resuming: bool) -> str:
+    """How to continue a search that stopped: resume from its checkpoint, or start it again."""
     writer = RunWriter(run_dir)
     resumable = resuming
     if not resuming and writer.has_checkpoint():
@@ -32,24 +60,44 @@ def _interrupted(args: argparse.Namespace, run_dir: Path, cfg: Any, resuming: bo
             resumable = False
     if resumable:
         more = [f"--set={s}" for s in args.set] if resuming else []
-        print(f"evoprune: interrupted; every completed generation is saved; continue with: "
-              f"{command('search', '--resume', str(run_dir), *more)}", file=sys.stderr, flush=True)
-    else:
-        again = (["--config", args.config] if args.config else []) + [f"--set={s}" for s in args.set]
-        print(f"evoprune: interrupted before the first generation was saved; start again with: "
-              f"{command('search', *again, '--out', str(run_dir), '--force')}", file=sys.stderr, flush=True)
-    return EXIT_INTERRUPTED
+        return f"every completed generation is saved; continue with: {command('search', '--resume', str(run_dir), *more)}"
+    return f"no generation was saved yet; start again with: {_again(args, run_dir)}"
+
+
+def _interrupted(args: argparse.Namespace, run_dir: Path, cfg: Any, resuming: bool, exc: BaseException) -> int:
+    """One line on how to go on after Ctrl-C or SIGTERM, then exit code 130 or 143."""
+    what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+    print(f"evoprune: {what}; {_how_to_go_on(args, run_dir, cfg, resuming)}", file=sys.stderr, flush=True)
+    return _stop_code(exc)
+
+
+def _failed(args: argparse.Namespace, run_dir: Path, cfg: Any, resuming: bool, exc: RunFailed) -> int:
+    """A search that could not go on: one paragraph (cause, genome, what to try, how to go on), exit 1."""
+    genome = getattr(exc, "genome", None)
+    saved = ""
+    if genome is not None:
+        from .atomic import write_json
+
+        try:
+            write_json(run_dir / FAILED_GENOME, {"key": genome.key(), "genome": genome.to_json(), "error": str(exc)})
+            saved = f" The genome is saved in {run_dir / FAILED_GENOME}."
+        except OSError:
+            pass
+    go_on = _how_to_go_on(args, run_dir, cfg, resuming)
+    print(_paragraph(f"evoprune: the search stopped: {exc}.{saved} {go_on[0].upper()}{go_on[1:]}"),
+          file=sys.stderr, flush=True)
+    return EXIT_FAILED
 
 
 # -- commands -----------------------------------------------------------------------------------
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    resuming = args.resume is not None
     try:
         run_dir, cfg, checkpoint, data = search_inputs(args)
     except OSError as exc:  # a path the system cannot even look at (name too long, no permission...)
         raise UsageError(os_error(exc)) from None
+    resuming = bool(checkpoint)
 
     from .fitness import build_fitness
     from .report import front_table
@@ -57,6 +105,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     progress = not args.quiet
     print(f"evoprune search -> {run_dir}", flush=True)
+    if args.resume is not None and not resuming:
+        print(f"no generation of {run_dir} was saved before it stopped: starting it again from its config.yaml",
+              flush=True)
     try:
         run_cfg = pin_evaluator(cfg, checkpoint.get("evaluator")) if resuming else cfg
         fitness = build_fitness(run_cfg, run_dir, progress=progress, data=data)
@@ -72,8 +123,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
             if args.set:  # the new budget belongs to the run from now on (a later plain resume keeps it)
                 save_config(cfg, run_dir / "config.yaml")
         Search(fitness, run_dir, progress=progress).run(resume=resuming)
-    except KeyboardInterrupt:
-        return _interrupted(args, run_dir, cfg, resuming)
+    except KeyboardInterrupt as exc:
+        return _interrupted(args, run_dir, cfg, resuming, exc)
+    except RunFailed as exc:
+        return _failed(args, run_dir, cfg, resuming, exc)
     print(front_table(run_dir))
     print(f"written: {run_dir}/front.json, evaluations.csv, history.csv, pareto.png, hypervolume.png")
     return EXIT_OK
@@ -98,9 +151,10 @@ def _cmd_train_parent(args: argparse.Namespace) -> int:
     print(f"evoprune train-parent {cfg.parent.arch} on {cfg.data.name} -> {out}", flush=True)
     try:
         model, meta, data = train_parent_into(cfg, out, force=args.force, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print("evoprune: interrupted; no parent saved", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        print(f"evoprune: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}; no parent saved",
+              file=sys.stderr, flush=True)
+        return _stop_code(exc)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"parent {cfg.parent.arch} ({meta['source']}): val acc {meta['val_accuracy']:.4f}, {n_params:,} params, "
           f"data {data.describe()}", flush=True)
@@ -204,6 +258,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    """Print the resolved config (the embedded default, --config, then --set) as YAML."""
+    import yaml
+
+    cfg = load_config(as_path(args.config, "--config") if args.config is not None else None, args.set)
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    return EXIT_OK
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and an exception main() turns into exit code 2)."""
 
@@ -213,6 +276,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="evoprune", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"evoprune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("search", help="evolutionary search for small accurate subnets")
     s.add_argument("--config", help="YAML config (default: the embedded digits task)")
@@ -257,6 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true", help="write into a non-empty --out")
     e.add_argument("--runs", type=int, default=20, help="timed forwards per latency figure (median)")
     e.set_defaults(func=_cmd_export)
+    c = sub.add_parser("config", help="print the resolved config as YAML (the embedded default, --config, --set)")
+    c.add_argument("--config", help="YAML config (default: the embedded digits task)")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set search.generations=20 (repeatable)")
+    c.set_defaults(func=_cmd_config)
     return parser
 
 
@@ -266,14 +335,16 @@ def _show_warning(message: Any, category: Any, filename: str, lineno: int, file:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    """Run the command line; returns the exit code (0 ok, 1 failed, 2 bad input, 130 Ctrl-C, 143 SIGTERM)."""
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="torch_pruning")
         warnings.showwarning = _show_warning
         try:
             try:
                 args = build_parser().parse_args(argv)
-            except SystemExit as exc:  # --help (errors raise UsageError instead)
+            except SystemExit as exc:  # --help, --version (errors raise UsageError instead)
                 return exc.code if isinstance(exc.code, int) else EXIT_OK
             return args.func(args)
         except ConfigError as exc:
@@ -282,6 +353,12 @@ def main(argv: list[str] | None = None) -> int:
         except (UsageError, CheckpointError, FileNotFoundError) as exc:
             print(f"evoprune: error: {one_line(exc)}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        except KeyboardInterrupt:
-            print("evoprune: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+        except RunFailed as exc:
+            print(_paragraph(f"evoprune: error: {exc}"), file=sys.stderr)
+            return EXIT_FAILED
+        except KeyboardInterrupt as exc:
+            print(f"evoprune: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
+            return _stop_code(exc)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)

@@ -83,7 +83,9 @@ class ParentConfig:
     weights: str | None = _f(None, doc="state_dict file to load instead of training")
     frozen_epochs: int | None = _f(None, lo=0, doc="epochs training only the new head, backbone frozen, before "
                                                    "the full fine-tune (null: 3 if pretrained, else 0)")
-    epochs: int = _f(40, lo=1, doc="training epochs when the parent is trained here")
+    epochs: int = _f(40, lo=1, doc="most training epochs when the parent is trained here (cosine schedule over them)")
+    patience: int = _f(5, lo=0, doc="stop training when validation accuracy has not improved for this many "
+                                    "epochs, keeping the best epoch's weights (0: train all epochs)")
     lr: float = _f(0.05, lo=0, lo_open=True, doc="parent training learning rate (SGD)")
     batch_size: int = _f(64, lo=1, doc="parent training batch size")
 
@@ -110,6 +112,10 @@ class SearchConfig:
     offspring: int = _f(24, lo=1, doc="children made each generation (lambda)")
     generations: int = _f(12, lo=0, doc="generations after the initial population")
     max_evaluations: int = _f(0, lo=0, doc="stop after this many fitness evaluations (0: no limit)")
+    patience: int = _f(0, lo=0, doc="stop early when the last this many generations together raised the hypervolume "
+                                    "(pareto) or the best scalar fitness (scalar) by less than search.min_gain "
+                                    "(0: never)")
+    min_gain: float = _f(0.001, lo=0, doc="least gain over search.patience generations that keeps the search going")
     size_metric: Literal["params", "macs"] = _f("params", doc="size objective")
     crossover: Literal["uniform", "one_point", "two_point"] = _f("uniform", doc="layer-swap crossover over groups")
     cx_prob: float = _f(0.7, lo=0, hi=1, doc="probability a child comes from crossover")
@@ -327,7 +333,7 @@ def _check_cross_fields(cfg: Config) -> None:
 
 def _check_parent_and_data(cfg: Config) -> None:
     """parent.arch against the known names (with a suggestion); settings that only fit some archs."""
-    from .models import BUILTIN_ARCHS, arch_problem  # lazy: torch is not needed to read a config
+    from .archs import BUILTIN_ARCHS, arch_problem
 
     problem = arch_problem(cfg.parent.arch)
     if problem:
@@ -353,12 +359,52 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     return cfg
 
 
-def _yaml_value(text: str) -> Any:
+def _duplicate_key(node: Any, path: str, seen: set[int]) -> tuple[str, int, int] | None:
+    """(dotted key, first line, repeated line) of the first mapping key given twice, or None.
+    Keys merged in with `<<: *anchor` may be overridden; only literal repeats count."""
+    if id(node) in seen:  # an alias of a node already walked (YAML may refer to itself)
+        return None
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = f"{path}{key_node.value}" if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None:
+                if key in lines:
+                    return key, lines[key], key_node.start_mark.line + 1
+                lines[key] = key_node.start_mark.line + 1
+            found = _duplicate_key(value_node, f"{key}." if key is not None else path, seen)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, f"{path.rstrip('.')}[{i}].", seen)
+            if found:
+                return found
+    return None
+
+
+def _safe_load(text: str, where: str, prefix: str = "") -> Any:
+    """yaml.safe_load, but a key given twice in one mapping is a ConfigError naming it (plain YAML
+    silently keeps the last one)."""
+    found = _duplicate_key(yaml.compose(text, Loader=yaml.SafeLoader), prefix, set())
+    if found:
+        key, first, again = found
+        lines = f" (lines {first} and {again})" if first != again else ""
+        raise ConfigError(key, f"given twice in {where}{lines}; keep one")
+    return yaml.safe_load(text)
+
+
+def _yaml_value(text: str, key: str = "") -> Any:
     """An override's value read as YAML (safely); text that is not valid YAML stays a string."""
     if not text.strip():
         return None
     try:
-        return yaml.safe_load(text)
+        return _safe_load(text, f"the value of --set {short(key)}", f"{key}.")
+    except ConfigError:
+        raise
     except Exception:  # any parse failure (YAMLError, a bad timestamp, nesting too deep...)
         return text
 
@@ -371,7 +417,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     path = [part.strip() for part in key.split(".")]
     if not all(path):
         raise ConfigError("--set", f"expected a key like section.name before '=', got {short(key)}")
-    return path, _yaml_value(text)
+    return path, _yaml_value(text, ".".join(path))
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -416,7 +462,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError("config", f"cannot read {p}: {exc.strerror or exc}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = _safe_load(text, str(p))
+    except ConfigError:
+        raise
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

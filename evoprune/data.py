@@ -217,7 +217,7 @@ def load_data(cfg: DataConfig, seed: int, channels: int | None = None) -> TaskDa
 def load_task(cfg: Config) -> TaskData:
     """The task's data as the configured parent needs them (grayscale repeated to 3 channels for a
     torchvision parent): what every consumer of a run's data should call."""
-    from .models import input_channels
+    from .archs import input_channels
 
     return load_data(cfg.data, cfg.seed, channels=input_channels(cfg.parent.arch))
 

@@ -1,12 +1,13 @@
 """Parent architectures by name: built-in CNNs, CIFAR-style ResNets and torchvision models (new head)."""
 from __future__ import annotations
 
-import difflib
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .archs import BUILTIN_ARCHS, arch_problem, torchvision_archs
 
 
 class BasicBlock(nn.Module):
@@ -62,53 +63,16 @@ def cifar_resnet(depth: int, n_classes: int, in_channels: int, width: int = 16) 
     return ResNet([(width, n, 1), (2 * width, n, 2), (4 * width, n, 2)], n_classes, in_channels, stem=width)
 
 
-BUILTIN_ARCHS = ("simple_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
-# torchvision models that are tested to build, trace and prune; any other torchvision classification
-# model name is accepted too (it works where torch-pruning can trace it).
-TESTED_TORCHVISION = ("resnet18", "resnet34", "resnet50", "googlenet", "mobilenet_v2", "vgg11_bn", "vgg16_bn")
-ARCHS = BUILTIN_ARCHS + TESTED_TORCHVISION  # the names listed in messages; see known_archs() for all
 # Builder arguments: the auxiliary heads of the Inception nets are off (one output, prunable like the
 # rest) and so is their ImageNet input re-normalisation (the data are normalised here, per dataset).
 _TV_KWARGS = {"googlenet": {"aux_logits": False, "transform_input": False},
               "inception_v3": {"aux_logits": False, "transform_input": False}}
 
 
+
+
 class WeightsUnavailable(FileNotFoundError):
     """Pretrained weights could not be fetched (offline); the message says where to put the file."""
-
-
-def torchvision_archs() -> list[str]:
-    """torchvision's classification models (torchvision.models.list_models(module=torchvision.models))."""
-    import torchvision
-
-    return sorted(torchvision.models.list_models(module=torchvision.models))
-
-
-def is_torchvision(arch: str) -> bool:
-    return arch not in BUILTIN_ARCHS
-
-
-def known_archs() -> list[str]:
-    return list(BUILTIN_ARCHS) + [a for a in torchvision_archs() if a not in BUILTIN_ARCHS]
-
-
-def arch_problem(arch: str) -> str | None:
-    """None if `arch` names a known architecture, else a message with a "did you mean" suggestion."""
-    if arch in BUILTIN_ARCHS:
-        return None
-    known = known_archs()
-    if arch in known:
-        return None
-    close = difflib.get_close_matches(arch.lower(), known, n=3, cutoff=0.6)
-    hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-    return (f"expected one of {', '.join(BUILTIN_ARCHS)} (built in) or a torchvision classification model "
-            f"({', '.join(TESTED_TORCHVISION)}, ... {len(known) - len(BUILTIN_ARCHS)} in all: "
-            f"torchvision.models.list_models()), got {arch!r}{hint}")
-
-
-def input_channels(arch: str) -> int | None:
-    """Channels the architecture needs (3 for torchvision models), or None: any (the data's own)."""
-    return 3 if is_torchvision(arch) else None
 
 
 def replace_classifier(model: nn.Module, n_classes: int) -> nn.Linear:

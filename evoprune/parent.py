@@ -20,7 +20,8 @@ from .atomic import atomic_write, write_json
 from .config import Config, ConfigError
 from .data import TaskData, augment_batch
 from .metrics import accuracy
-from .models import build_model, classifier_of, input_channels
+from .archs import input_channels
+from .models import build_model, classifier_of
 
 PARENT_WEIGHTS = "parent.pt"
 PARENT_META = "parent.json"
@@ -91,7 +92,7 @@ def _fingerprint(cfg: Config) -> dict:
     """What the cached parent depends on; a cache with another fingerprint is retrained."""
     d = cfg.data
     return {"arch": cfg.parent.arch, "width": cfg.parent.width, "pretrained": cfg.parent.pretrained,
-            "frozen_epochs": frozen_epochs(cfg), "epochs": cfg.parent.epochs,
+            "frozen_epochs": frozen_epochs(cfg), "epochs": cfg.parent.epochs, "patience": cfg.parent.patience,
             "lr": cfg.parent.lr, "batch_size": cfg.parent.batch_size, "seed": cfg.seed,
             "data": d.name, "data_root": str(Path(d.root).expanduser().absolute()) if d.root else None,
             "image_size": d.image_size, "augment": d.augment, "max_train_samples": d.max_train_samples,
@@ -117,12 +118,16 @@ def fingerprint_mismatch(cfg: Config, directory: str | Path) -> str | None:
 
 def _epochs(model: nn.Module, params: list[nn.Parameter], data: TaskData, epochs: int, lr: float,
             batch_size: int, gen: torch.Generator, device: torch.device, desc: str, progress: bool,
-            head_only: bool) -> None:
-    """SGD (Nesterov, cosine schedule) over `params` for `epochs` epochs of the train split."""
+            head_only: bool, patience: int = 0) -> int:
+    """SGD (Nesterov, cosine schedule) over `params` for at most `epochs` epochs of the train split.
+
+    With `patience`, training stops once validation accuracy has not improved for that many epochs,
+    and the model keeps the weights of its best epoch. Returns the epochs trained."""
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     steps_per_epoch = (len(data.train_y) + batch_size - 1) // batch_size
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
+    best_acc, best_state, since_best, trained = -1.0, None, 0, 0
     for _ in bar:
         model.train()
         if head_only:  # a frozen backbone keeps its BatchNorm statistics
@@ -139,15 +144,32 @@ def _epochs(model: nn.Module, params: list[nn.Parameter], data: TaskData, epochs
             loss.backward()
             opt.step()
             sched.step()
-        if progress:  # the val accuracy of every epoch on the bar (eval mode; the next epoch resets modes)
-            bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{accuracy(model, data.val_x, data.val_y):.4f}")
+        trained += 1
+        if not (progress or patience):
+            continue
+        val_acc = accuracy(model, data.val_x, data.val_y)  # eval mode; the next epoch resets the modes
+        bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{val_acc:.4f}")
+        if not patience:
+            continue
+        if val_acc > best_acc:
+            best_acc, since_best = val_acc, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since_best += 1
+            if since_best >= patience:
+                break
+    if patience and best_state is not None:
+        model.load_state_dict(best_state)
+    return trained
 
 
 def train_parent(model: nn.Module, data: TaskData, epochs: int, lr: float, batch_size: int,
                  seed: int, progress: bool = True, frozen_epochs: int = 0,
-                 device: torch.device | str = "cpu") -> nn.Module:
+                 device: torch.device | str = "cpu", patience: int = 0) -> tuple[nn.Module, int]:
     """Transfer learning on the train split: `frozen_epochs` training the head alone (backbone frozen),
-    then `epochs` fine-tuning everything. Returns the model on the CPU, in eval mode, all trainable."""
+    then at most `epochs` fine-tuning everything, stopping early after `patience` epochs without a
+    better validation accuracy (0: never). Returns the model (on the CPU, in eval mode, all trainable)
+    and the number of full fine-tune epochs that ran."""
     gen = torch.Generator().manual_seed(seed)
     device = torch.device(device)
     model.to(device)
@@ -162,9 +184,9 @@ def train_parent(model: nn.Module, data: TaskData, epochs: int, lr: float, batch
         finally:
             for p in model.parameters():
                 p.requires_grad_(True)
-    _epochs(model, list(model.parameters()), data, epochs, lr, batch_size, gen, device, "training parent",
-            progress, head_only=False)
-    return model.cpu().eval()
+    trained = _epochs(model, list(model.parameters()), data, epochs, lr, batch_size, gen, device,
+                      "training parent", progress, head_only=False, patience=patience)
+    return model.cpu().eval(), trained
 
 
 def _load_cached(model: nn.Module, cache: Path, cfg: Config) -> bool:
@@ -204,8 +226,9 @@ def get_parent(cfg: Config, data: TaskData, run_dir: str | Path | None,
         if cfg.parent.pretrained != "none":
             torch.manual_seed(cfg.seed)
             model = build_parent(cfg, data.input_shape, data.n_classes, pretrained=True)
-        train_parent(model, data, cfg.parent.epochs, cfg.parent.lr, cfg.parent.batch_size, cfg.seed, progress,
-                     frozen_epochs=frozen_epochs(cfg), device=_train_device(cfg))
+        model, meta["epochs_trained"] = train_parent(
+            model, data, cfg.parent.epochs, cfg.parent.lr, cfg.parent.batch_size, cfg.seed, progress,
+            frozen_epochs=frozen_epochs(cfg), device=_train_device(cfg), patience=cfg.parent.patience)
         meta["source"] = "trained"
     model.eval()
     meta["val_accuracy"] = accuracy(model, data.val_x, data.val_y)

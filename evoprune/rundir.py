@@ -21,8 +21,11 @@ CHECKPOINT_PREV = "checkpoint.prev.json"
 FORMAT_VERSION = 1
 # What a fresh search writes; a new run in an old run's directory removes these first, so that
 # neither a stale checkpoint nor a stale front can be mistaken for the new run's.
+FAILED_GENOME = "failed-genome.json"  # the genome a crashed worker was fine-tuning, to reproduce it
 RUN_OUTPUTS = (CHECKPOINT, CHECKPOINT_PREV, "front.json", "front.csv", "evaluations.csv", "history.csv",
-               "pareto.png", "hypervolume.png", "task.json", "space.json")
+               "pareto.png", "hypervolume.png", "task.json", "space.json", FAILED_GENOME)
+# Everything a search writes in its directory, the cached parent included.
+RUN_FILES = RUN_OUTPUTS + ("config.yaml", "parent.pt", "parent.json")
 
 
 class CheckpointError(RuntimeError):

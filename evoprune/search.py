@@ -203,7 +203,7 @@ class Search:
             state.elapsed += time.perf_counter() - start
             self._summarise(state, 0, len(new))
             self._checkpoint(state, pop, rng)
-        while state.generation < s.generations and not self._budget_spent(state):
+        while state.generation < s.generations and not self._budget_spent(state) and not self._plateaued(state):
             t0 = time.perf_counter()
             generation = state.generation + 1
             seen = {r.genome.key() for r in state.records}
@@ -215,6 +215,28 @@ class Search:
             self._checkpoint(state, pop, rng)
         self.writer.finish(state, self.fitness)
         return state
+
+    def _progress(self, state: SearchState, generation: int) -> float:
+        """What a plateau is judged on: the hypervolume (pareto) or the best scalar fitness (scalar) of
+        everything evaluated up to `generation`."""
+        s = self.cfg.search
+        if s.mode == "pareto":
+            return next(row["hypervolume"] for row in state.history if row["generation"] == generation)
+        return max((r.objectives.values("scalar", s.scalar_lambda)[0] for r in state.records
+                    if r.generation <= generation and r.objectives.status == "ok"), default=0.0)
+
+    def _plateaued(self, state: SearchState) -> bool:
+        """The last `search.patience` generations together gained less than `search.min_gain`."""
+        s = self.cfg.search
+        if not s.patience or state.generation < s.patience:
+            return False
+        gain = self._progress(state, state.generation) - self._progress(state, state.generation - s.patience)
+        if gain >= s.min_gain:
+            return False
+        what = "hypervolume" if s.mode == "pareto" else "best scalar fitness"
+        self.log(f"stopping after generation {state.generation}: the {what} gained {gain:.4f} over the last "
+                 f"{s.patience} generations (search.min_gain {s.min_gain})")
+        return True
 
     def _budget_spent(self, state: SearchState) -> bool:
         budget = self.cfg.search.max_evaluations

@@ -17,7 +17,8 @@ from evoprune import load_config, load_run
 from evoprune.cli import main
 from evoprune.importance import build_space
 from evoprune.metrics import count_params
-from evoprune.models import build_model, input_channels
+from evoprune.archs import input_channels
+from evoprune.models import build_model
 from evoprune.prune import materialise
 
 ONE_GENERATION = ["search.population=4", "search.offspring=4", "search.generations=1", "fitness.steps=2",

@@ -212,15 +212,18 @@ def test_resume_a_directory_without_a_run(tmp_path):
     assert _snapshot(tmp_path) == {}
 
 
-def test_resume_a_run_killed_before_its_first_checkpoint_says_start_over(fake_run):
+def test_a_run_killed_before_its_first_checkpoint_starts_again(fake_run):
     (fake_run / "checkpoint.json").unlink()
     (fake_run / "parent.json").write_text("{}")
     before = _snapshot(fake_run)
-    line = _bad_input(["search", "--resume", fake_run])
-    assert "nothing to resume" in line and f"--config {fake_run / 'config.yaml'} --out {fake_run} --force" in line
+    for argv in (["search", "--resume", fake_run], ["search", "--out", fake_run]):  # nothing to lose: both start it
+        with mock.patch("evoprune.fitness.build_fitness", _reached), pytest.raises(Reached):
+            _cli(argv)
+    line = _bad_input(["search", "--out", fake_run, "--set", "seed=5"])  # but not with another config
+    assert "stopped before its first generation" in line and "seed: 0 there, 5 now" in line and "--force" in line
     (fake_run / "config.yaml").unlink()  # killed while the parent trained: only the parent's cache is there
     line = _bad_input(["search", "--resume", fake_run])
-    assert "nothing to resume" in line and "original --config" in line and f"--out {fake_run} --force" in line
+    assert "not an evoprune run directory" in line and f"--out {fake_run}" in line
     assert _snapshot(fake_run) == {k: v for k, v in before.items() if k != "config.yaml"}
 
 

@@ -88,11 +88,39 @@ def test_results_arrive_with_their_index_and_the_pool_is_reused():
     assert not pool.matches(2, "state")
 
 
-def test_a_killed_worker_is_a_clear_error():
-    pool = ForkedPool(lambda x: os.kill(os.getpid(), signal.SIGKILL), 2, None)
-    with pytest.raises(WorkerDied, match="out of memory"):
-        pool.map([0], [0], lambda i, value: None)
+def _die_on_2(x):  # module level: run by reference in the children
+    if x == 2:
+        os.kill(os.getpid(), int(os.environ["EVOPRUNE_TEST_SIGNAL"]))
+    return x
+
+
+@pytest.mark.parametrize("sig, says", [
+    (signal.SIGSEGV, "crashed with SIGSEGV: inside native code .* not a lack of memory"),
+    (signal.SIGABRT, "crashed with SIGABRT"),
+    (signal.SIGKILL, "killed with SIGKILL: from outside"),
+])
+def test_a_dead_worker_is_reported_with_its_signal_and_item(sig, says, monkeypatch):
+    monkeypatch.setenv("EVOPRUNE_TEST_SIGNAL", str(int(sig)))
+    pool = ForkedPool(_die_on_2, 2, None)
+    with pytest.raises(WorkerDied, match=says) as info:
+        pool.map([0, 1, 2, 3], [0, 1, 2, 3], lambda i, value: None)
+    assert info.value.index == 2 and info.value.signal == sig.name
+    assert "out of memory" not in str(info.value)  # no evidence of it
     assert not pool.matches(2, None)  # closed: the next call forks a fresh pool
+
+
+def test_a_kill_by_the_out_of_memory_killer_says_so(monkeypatch):
+    kills = iter([0, 1])  # the cgroup's oom_kill count when the pool starts, then after the death
+    monkeypatch.setattr(forked, "oom_kills", lambda: next(kills))
+    monkeypatch.setenv("EVOPRUNE_TEST_SIGNAL", str(int(signal.SIGKILL)))
+    pool = ForkedPool(_die_on_2, 2, None)
+    with pytest.raises(WorkerDied, match="kernel's out-of-memory killer"):
+        pool.map([2], [0], lambda i, value: None)
+
+
+def test_the_kernels_oom_kill_count_is_read_where_the_system_has_one():
+    count = forked.oom_kills()
+    assert count is None or count >= 0
 
 
 def test_a_garbage_collected_pool_leaves_no_children():
@@ -126,7 +154,7 @@ def test_workers_that_do_not_start_fall_back_to_threads(tiny_fitness, monkeypatc
     monkeypatch.setattr(forked, "_child_ready", _hang)
     monkeypatch.setattr(forked, "READY_TIMEOUT_S", 0.5)
     evaluator = SequentialEvaluator(tiny_fitness, threads=2, pool="processes")
-    with pytest.warns(UserWarning, match="did not all start.*threads from now on"):
+    with pytest.warns(UserWarning, match="did not start within.*threads from now on"):
         got = evaluator.evaluate(genomes)
     assert evaluator.pool == "threads"
     assert [(o.accuracy, o.kd_loss) for o in got] == [(o.accuracy, o.kd_loss) for o in expected]

@@ -10,8 +10,8 @@ import torchvision
 from torch import nn
 
 from evoprune import ConfigError, load_config
-from evoprune.models import (ARCHS, BUILTIN_ARCHS, WeightsUnavailable, arch_problem, build_model, classifier_of,
-                             input_channels, known_archs, replace_classifier)
+from evoprune.archs import ARCHS, BUILTIN_ARCHS, arch_problem, input_channels, known_archs
+from evoprune.models import WeightsUnavailable, build_model, classifier_of, replace_classifier
 from evoprune.parent import build_parent
 
 

@@ -153,11 +153,12 @@ def test_kill_9_at_random_moments_then_resume_gives_exactly_the_uninterrupted_re
         if proc.returncode == 0:
             log.append("finished")
             break
-        # Resuming a run that never saved a generation must fail cleanly; then it starts over.
+        # A run killed before it wrote its config cannot be resumed (a resume starts it again once it has
+        # one): that must fail cleanly, and the fresh command starts it over.
         assert cmd is resume and proc.returncode == 2, f"rc {proc.returncode}: {err} ({log}, seed {seed})"
         line = _one_error_line(err)
         assert not RunWriter(run).has_checkpoint(), line
-        log.append("resume refused (no checkpoint yet) -> start over with --force")
+        log.append("resume refused (no config yet) -> start over")
         cmd = fresh
 
     print(f"\nkill -9 test (seed {seed}): {' | '.join(log)}")
@@ -345,7 +346,71 @@ def test_ctrl_c_before_the_first_checkpoint_says_how_to_start_over(tmp_path, mon
     rc, _, err = _cli(["search", "--out", run, "--quiet", "--set", "search.generations=3"])
     assert rc == 130
     line = _one_error_line(err)
-    assert "--force" in line and f"--out {run}" in line and "search.generations=3" in line
+    assert f"--out {run}" in line and "search.generations=3" in line
+    assert "--force" not in line  # nothing was saved, so the same command may start it again
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_search_like_ctrl_c_and_it_resumes(tmp_path, tiny_overrides):
+    run = tmp_path / "run"
+    sets = _sets(tiny_overrides + ["search.generations=30"] + CPU)
+    # As `timeout` does: SIGTERM to the whole process group, the forked workers included.
+    proc = subprocess.Popen([sys.executable, "-m", "evoprune", "search", "--quiet", "--out", str(run), *sets],
+                            env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while _checkpoint_generation(run) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 143, err
+    line = _one_error_line(err)
+    assert "terminated" in line and f"--resume {run}" in line
+    saved = _checkpoint_generation(run)
+    assert saved >= 1
+    done = subprocess.run([sys.executable, "-m", "evoprune", "search", "--quiet", "--resume", str(run),
+                           "--set", f"search.generations={saved + 1}"], env=ENV, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert _checkpoint_generation(run) == saved + 1
+
+
+def _dies_on_marked_genomes(self, genome):
+    """A fine-tune that crashes natively once the marker file exists (forked children check it each call)."""
+    if os.path.exists(os.environ["EVOPRUNE_TEST_MARKER"]):
+        os.kill(os.getpid(), signal.SIGABRT)
+    return _REAL_ONE(self, genome)
+
+
+from evoprune.evaluators.sequential import SequentialEvaluator  # noqa: E402
+
+_REAL_ONE = SequentialEvaluator._one
+
+
+def test_a_crashed_worker_stops_the_search_with_one_paragraph_and_keeps_the_genome(tmp_path, monkeypatch,
+                                                                                  tiny_overrides):
+    from evoprune.search import Search
+
+    marker = tmp_path / "crash-now"
+    monkeypatch.setenv("EVOPRUNE_TEST_MARKER", str(marker))
+    monkeypatch.setattr(SequentialEvaluator, "_one", _dies_on_marked_genomes)
+    real_checkpoint = Search._checkpoint
+
+    def checkpoint_then_arm(self, *args):
+        real_checkpoint(self, *args)
+        marker.touch()  # generation 0 is saved; the next fine-tune crashes
+
+    monkeypatch.setattr(Search, "_checkpoint", checkpoint_then_arm)
+    run = tmp_path / "run"
+    rc, _, err = _cli(["search", "--out", run, "--quiet", *_sets(tiny_overrides + ["evaluator.pool=processes",
+                                                                                    "evaluator.threads=2"])])
+    assert rc == 1, err
+    assert "Traceback" not in err and "\n\n" not in err.strip() and err.startswith("evoprune: the search stopped")
+    text = " ".join(err.split())
+    assert "SIGABRT" in text and "not a lack of memory" in text and f"--resume {run}" in text
+    saved = json.loads((run / "failed-genome.json").read_text())
+    assert saved["key"] in text and saved["genome"]
+    assert _checkpoint_generation(run) == 0
 
 
 # -- 6. safety ------------------------------------------------------------------------------------------

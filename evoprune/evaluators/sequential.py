@@ -18,7 +18,7 @@ from ..distill import FEATURE_LOSSES, KDLoss, default_feature_layers, teacher_fe
 from ..genome import Genome
 from ..objectives import Objectives
 from ..prune import materialise
-from .forked import ForkedPool, WorkerDied, await_native_exit, fork_available, sole_evaluation
+from .forked import CRASH_SIGNALS, ForkedPool, WorkerDied, await_native_exit, fork_available, sole_evaluation
 
 if TYPE_CHECKING:
     from ..fitness import Fitness
@@ -164,6 +164,26 @@ def kd_finetune(model: nn.Module, fitness: "Fitness", steps: int | None = None) 
     return float(torch.stack(losses).mean()), True
 
 
+def died_evaluating(exc: WorkerDied, genome: Genome | None, cfg: FitnessConfig) -> WorkerDied:
+    """The worker's death as a user reads it: what happened, to which genome, why, what to try."""
+    where = ""
+    if genome is not None:
+        widths = list(genome.widths().items())
+        shown = ", ".join(f"{name} {n}" for name, n in widths[:8]) + (", ..." if len(widths) > 8 else "")
+        where = f" while fine-tuning genome {genome.key()} (channels kept: {shown})"
+    if exc.signal in CRASH_SIGNALS:
+        hint = (f"try another torch version (this is {torch.__version__})"
+                + (" or fitness.channels_last=false" if cfg.channels_last is True else "")
+                + "; evaluator.pool=threads would not help: the same crash would end the whole process")
+    elif exc.signal == "SIGKILL":
+        hint = ("if memory is short, lower evaluator.threads (fewer fine-tunes in memory at once), "
+                "fitness.batch_size or fitness.finetune_samples")
+    else:
+        hint = ""
+    why = "; ".join(part for part in (exc.why, hint) if part)
+    return WorkerDied(exc.what, why, exc.index, exc.signal, genome, where)
+
+
 def _cpu_count() -> int:
     """Cores this process may use (affinity-aware where the OS tells it)."""
     if hasattr(os, "sched_getaffinity"):
@@ -270,10 +290,14 @@ class SequentialEvaluator:
             try:
                 self._workers = ForkedPool(self._one, self.threads, state)
             except WorkerDied as exc:
-                warnings.warn(f"{exc}; evaluating in threads from now on")
+                warnings.warn(f"forked workers: {exc}; evaluating in threads from now on")
                 self._workers, self.pool = None, "threads"
                 return False
-        self._workers.map(genomes, order, done)
+        try:
+            self._workers.map(genomes, order, done)
+        except WorkerDied as exc:
+            genome = genomes[exc.index] if exc.index is not None else None
+            raise died_evaluating(exc, genome, self.fitness.cfg.fitness) from None
         return True
 
     def _threads(self, genomes: list[Genome], order: list[int], workers: int,
