@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,8 +15,9 @@ from conftest import run_cli
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+import evoprune
 from evoprune.cli import main
-from evoprune.config import Config
+from evoprune.config import Config, config_from_dict, load_config
 
 DEFAULT = Config().to_dict()
 SECTIONS = [k for k, v in DEFAULT.items() if isinstance(v, dict)]
@@ -355,3 +357,24 @@ def test_property_random_command_lines_exit_2_with_one_line_or_are_valid(tmp_pat
     if "-h" in tokens or "--help" in tokens:
         return  # help is not an error (tested above)
     _check_outcome(["search", *tokens], tmp_path)
+
+
+def test_version_and_config_print_and_exit_0(tmp_path):
+    rc, out, err = _cli(["--version"])
+    assert rc == 0 and out.strip() == f"evoprune {evoprune.__version__}"
+    cfg_file = tmp_path / "x.yaml"
+    cfg_file.write_text("search: {generations: 5}\n")
+    rc, out, err = _cli(["config", "--config", cfg_file, "--set", "seed=7"])
+    assert rc == 0, err
+    assert config_from_dict(yaml.safe_load(out)) == load_config(cfg_file, ["seed=7"])
+    assert "generations: 5" in out and "seed: 7" in out
+    assert "given twice" in _bad_input(["config", "--set", "fitness={steps: 1, steps: 2}"])
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["config"], ["search", "--help"]])
+def test_help_version_and_config_do_not_load_torch(argv):
+    code = ("import sys; from evoprune.cli import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -290,3 +290,27 @@ def test_property_arbitrary_overrides_give_a_config_or_a_config_error(tmp_path_f
         return
     event("valid")
     _check_accepted(cfg, tmp_path_factory.getbasetemp())
+
+
+@pytest.mark.parametrize("text, key, lines", [
+    ("seed: 1\nseed: 2\n", "seed", "lines 1 and 2"),
+    ("fitness:\n  steps: 10\n  lr: 0.1\n  steps: 20\n", "fitness.steps", "lines 2 and 4"),
+    ("population:\n  criteria: [l1]\nfitness: {steps: 3}\nfitness: {lr: 0.1}\n", "fitness", "lines 3 and 4"),
+])
+def test_a_key_given_twice_is_an_error_naming_it(tmp_path, text, key, lines):
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"^{key}: given twice in .*dup.yaml \\({lines}\\)"):
+        load_config(path)
+
+
+def test_keys_merged_from_an_anchor_may_be_overridden(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("fitness: &f {steps: 3, lr: 0.1}\ndistill:\n  <<: {epochs: 2, lr: 0.2}\n  lr: 0.3\n")
+    cfg = load_config(path)
+    assert cfg.distill.lr == 0.3 and cfg.distill.epochs == 2 and cfg.fitness.steps == 3
+
+
+def test_a_key_given_twice_in_a_set_value_is_an_error():
+    with pytest.raises(ConfigError, match="^fitness.steps: given twice in the value of --set"):
+        load_config(overrides=["fitness={steps: 1, steps: 2}"])

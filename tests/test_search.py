@@ -321,3 +321,22 @@ def test_search_in_a_space_with_one_genome(run_a, tmp_path):
     _search(_cfg("space.min_keep=1.0"), d)
     front = _front(d)["front"]
     assert len(front) == 1 and front[0]["size_ratio"] == 1.0
+
+
+def test_a_hypervolume_plateau_stops_the_search_and_a_resume_stops_there_too(run_a, tmp_path):
+    run_dir, _ = run_a
+    plateau = ["search.generations=8", "search.patience=1", "search.min_gain=1.0"]  # no generation gains 1.0
+    d = _new_dir(tmp_path, "plateau", run_dir)
+    state = _search(_cfg(*plateau), d)
+    assert state.generation == 1  # generation 1 gained less than 1.0 over generation 0
+    assert _rows(d, "history.csv")[-1]["generation"] == "1"
+    _search(_cfg(*plateau), d, resume=True)  # resuming a plateaued run evaluates nothing more
+    assert len(_rows(d, "history.csv")) == 2
+    state = _search(_cfg("search.generations=8", "search.patience=0"), d, resume=True)  # patience off: runs on
+    assert state.generation == 8
+
+
+def test_the_plateau_is_judged_on_the_best_scalar_fitness_in_scalar_mode(run_a, tmp_path):
+    d = _new_dir(tmp_path, "scalar_plateau", run_a[0])
+    state = _search(_cfg("search.mode=scalar", "search.generations=8", "search.patience=2", "search.min_gain=1.0"), d)
+    assert state.generation == 2

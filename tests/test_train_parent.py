@@ -141,3 +141,29 @@ def test_pretrained_parent_is_transfer_learned_from_the_cached_imagenet_weights(
     state = torch.load(out / "parent.pt", weights_only=True)
     assert state["classifier.1.weight"].shape == (10, 1280)
     assert torch.equal(started["stem"], imagenet["features.0.0.weight"]) and started["frozen_epochs"] == 1
+
+
+def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience(monkeypatch):
+    data = load_data(load_config(overrides=TINY_PARENT).data, seed=0)
+    scores = iter([0.5, 0.9, 0.8, 0.7, 0.95])  # validation accuracy after each epoch
+    snapshots = []
+
+    def fake_accuracy(model, x, y):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(scores)
+
+    monkeypatch.setattr(evoprune.parent, "accuracy", fake_accuracy)
+    torch.manual_seed(0)
+    model = build_model("simple_cnn", 10, 1, 4)
+    model, trained = train_parent(model, data, epochs=10, lr=0.05, batch_size=32, seed=0, progress=False,
+                                  patience=2)
+    assert trained == 4  # epoch 2 was the best; epochs 3 and 4 did not improve on it
+    best = snapshots[1]
+    assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
+
+
+def test_the_cached_parent_records_the_epochs_it_trained(tmp_path):
+    rc, _, err = _cli("train-parent", "--out", tmp_path / "p", "--quiet", *_sets(TINY_PARENT + ["parent.epochs=2"]))
+    assert rc == 0, err
+    meta = json.loads((tmp_path / "p" / "parent.json").read_text())
+    assert 1 <= meta["epochs_trained"] <= 2 and meta["patience"] == 5
