@@ -108,14 +108,14 @@ class PopulationConfig:
 @dataclass
 class SearchConfig:
     mode: Literal["pareto", "scalar"] = _f("pareto", doc="`pareto`: NSGA-II; `scalar`: accuracy - lambda*size, tournament GA")
-    population: int = _f(24, lo=2, doc="individuals kept each generation (mu)")
-    offspring: int = _f(24, lo=1, doc="children made each generation (lambda)")
+    population: int = _f(16, lo=2, doc="individuals kept each generation (mu)")
+    offspring: int = _f(16, lo=1, doc="children made each generation (lambda)")
     generations: int = _f(12, lo=0, doc="generations after the initial population")
     max_evaluations: int = _f(0, lo=0, doc="stop after this many fitness evaluations (0: no limit)")
-    patience: int = _f(0, lo=0, doc="stop early when the last this many generations together raised the hypervolume "
+    patience: int = _f(2, lo=0, doc="stop early when the last this many generations together raised the hypervolume "
                                     "(pareto) or the best scalar fitness (scalar) by less than search.min_gain "
                                     "(0: never)")
-    min_gain: float = _f(0.001, lo=0, doc="least gain over search.patience generations that keeps the search going")
+    min_gain: float = _f(0.002, lo=0, doc="least gain over search.patience generations that keeps the search going")
     size_metric: Literal["params", "macs"] = _f("params", doc="size objective")
     crossover: Literal["uniform", "one_point", "two_point"] = _f("uniform", doc="layer-swap crossover over groups")
     cx_prob: float = _f(0.7, lo=0, hi=1, doc="probability a child comes from crossover")
@@ -127,14 +127,14 @@ class SearchConfig:
 
 @dataclass
 class FitnessConfig:
-    steps: int = _f(40, lo=0, doc="KD fine-tune steps per individual (0: no fine-tune)")
+    steps: int = _f(20, lo=0, doc="KD fine-tune steps per individual (0: no fine-tune)")
     batch_size: int = _f(64, lo=1, doc="fine-tune batch size")
     optimizer: Literal["sgd", "adam", "adamw"] = _f("sgd", doc="fine-tune optimiser")
     lr: float = _f(0.02, lo=0, lo_open=True, doc="fine-tune learning rate")
     momentum: float = _f(0.9, lo=0, hi=1, hi_open=True, doc="SGD momentum")
     weight_decay: float = _f(0.0, lo=0, doc="fine-tune weight decay")
     grad_clip: float = _f(0.0, lo=0, doc="clip the gradient norm at this value (0: no clipping)")
-    adaptive_bn: int = _f(0, lo=0, doc="recalibrate BatchNorm statistics on this many train batches before "
+    adaptive_bn: int = _f(10, lo=0, doc="recalibrate BatchNorm statistics on this many train batches before "
                                          "scoring (EagleEye); with steps=0 a cheap pre-screen")
     temperature: float = _f(4.0, lo=0, lo_open=True, doc="KD softmax temperature")
     alpha: float = _f(0.9, lo=0, hi=1, doc="weight of the soft (teacher) term; 1 - alpha on the labels")
@@ -161,7 +161,7 @@ class EvaluatorConfig:
                     "(vmap); `auto`: batched on CUDA where it is proven exact, sequential on a CPU")
     chunk: int = _f(0, lo=0, doc="individuals per batched step (0: the whole population); halved on CUDA OOM")
     threads: int = _f(0, lo=0, hi=256, doc="sequential: individuals fine-tuned at once on a CPU, one torch thread "
-                                          "each (0: one per CPU core on CPU, 1 on CUDA)")
+                                          "each (0: one per CPU core plus one on CPU, 1 on CUDA)")
     pool: Literal["auto", "processes", "threads"] = _f(
         "auto", doc="sequential on a CPU: run those individuals in forked `processes` (free of the GIL) or in "
                     "`threads`; `auto`: processes on Linux, threads elsewhere")

@@ -18,6 +18,7 @@ TINY = [
     "parent.width=8", "parent.epochs=3",
     "search.population=6", "search.offspring=6", "search.generations=2",
     "fitness.steps=3", "fitness.batch_size=32", "fitness.finetune_samples=128", "fitness.val_samples=128",
+    "search.patience=0",  # budgets in tests are exact generation counts; the plateau stop has its own tests
 ]
 
 
