@@ -6,14 +6,15 @@ import os
 import sys
 from typing import Any
 
+from .load import choose_wait_policy
+
 __version__ = "0.1.0"
 
-# OpenMP threads that wait for a peer spin by default, and on a busy machine the OS deschedules that
-# peer: one epoch of the digits parent took 26 s with 2 spinning threads at load 5, against 1.5 s with
-# passive waiting (results/bench_load.md). libgomp reads this once, when torch loads it, so it is set
-# here, before evoprune imports torch; a value the user set wins.
+# OpenMP's waiting threads spin, which is fastest on an idle machine and can be 5-10x slower on a busy
+# one; libgomp reads its policy once, when torch loads it, so it is chosen here, before evoprune
+# imports torch (see load.py; a policy the user set wins).
 if "torch" not in sys.modules:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    choose_wait_policy(os.environ)
 
 # The public names, imported on first use: `python -m evoprune --help` and `config` need no torch.
 _EXPORTS = {"Config": "config", "ConfigError": "config", "load_config": "config", "Fitness": "fitness",

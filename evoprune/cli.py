@@ -105,6 +105,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     progress = not args.quiet
     print(f"evoprune search -> {run_dir}", flush=True)
+    from . import load
+
+    if load.chosen:
+        print(load.chosen, flush=True)
     if args.resume is not None and not resuming:
         print(f"no generation of {run_dir} was saved before it stopped: starting it again from its config.yaml",
               flush=True)

@@ -314,3 +314,28 @@ def test_keys_merged_from_an_anchor_may_be_overridden(tmp_path):
 def test_a_key_given_twice_in_a_set_value_is_an_error():
     with pytest.raises(ConfigError, match="^fitness.steps: given twice in the value of --set"):
         load_config(overrides=["fitness={steps: 1, steps: 2}"])
+
+
+def test_the_readme_lists_every_config_key_with_its_default():
+    """The reference table in README.md is written by hand: it must not drift from the code."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {}
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 3 and cells[1].startswith("`") and cells[2].startswith("`"):
+            rows[cells[1].strip("`")] = cells[2].strip("`")
+    flat = {}
+    for key, value in Config().to_dict().items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    missing = [k for k in flat if k not in rows]
+    assert not missing, f"README's config table lacks {missing}"
+    def same(text: str, value) -> bool:
+        return float(text) == value if isinstance(value, float) else yaml.safe_load(text) == value
+
+    wrong = {k: (rows[k], v) for k, v in flat.items() if not same(rows[k], v)}
+    assert not wrong, f"README says (table, code): {wrong}"
