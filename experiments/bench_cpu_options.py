@@ -1,35 +1,38 @@
-"""Benchmark: the sequential evaluator's CPU options side by side (worker pool x memory format).
+"""Benchmark: the sequential evaluator's CPU options side by side (worker pool x number of workers).
 
 Why evoprune's CPU defaults are `evaluator.pool: processes` (forked workers, free of the GIL) and
-`fitness.channels_last: auto` (on for CPUs): the same genomes, fine-tune budget and machine, in one
-process with interleaved repeats, next to the naive loop of experiments/bench_fitness.py.
+`evaluator.threads: 0` (one worker per core plus one): the same genomes, fine-tune budget and machine,
+in one process with interleaved repeats, next to the naive loop of experiments/bench_fitness.py.
+channels_last is not among the options any more: its CPU backward pass corrupts the heap on every
+torch tried (2.1.2 to 2.15.0), see the README.
 
     python experiments/bench_cpu_options.py                 # ResNet-20 @32x32 and digits, P = 16
     python experiments/bench_cpu_options.py --quick         # a smoke run
 
-Writes results/bench_cpu_options.json and results/bench_cpu_options.md (command, machine, date).
+Writes results/bench_cpu_options.json and results/bench_cpu_options.md (command, commit, machine, date).
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
 import json
+import os
 import random
 import statistics
-import sys
 from pathlib import Path
 
-from bench_fitness import ROOT, machine, make_task, naive_loop, timed
+from bench_fitness import ROOT, make_task, naive_loop, timed
+from provenance import provenance
+
 from evoprune.evaluators import SequentialEvaluator
 from evoprune.fitness import Fitness
 from evoprune.population import initial_population
 
-VARIANTS = {  # name: (evaluator.pool, fitness.channels_last)
-    "threads_nchw": ("threads", False),
-    "threads_channels_last": ("threads", True),
-    "processes_nchw": ("processes", False),
-    "processes_channels_last": ("processes", True),
+CORES = os.cpu_count() or 1
+VARIANTS = {  # name: (evaluator.pool, evaluator.threads)
+    "threads_one_per_core": ("threads", CORES),
+    "processes_one_per_core": ("processes", CORES),
+    "processes_one_per_core_plus_one": ("processes", CORES + 1),  # the default
 }
 
 
@@ -38,10 +41,10 @@ def bench(task: str, population: int, steps: int, batch: int, repeat: int) -> di
     genomes = [g for g, _ in initial_population(base.space, cfg.population, population, random.Random(population))]
     runs = {"naive": lambda: naive_loop(base, genomes)}
     objectives: dict[str, list] = {}
-    for name, (pool, channels_last) in VARIANTS.items():
+    for name, (pool, workers) in VARIANTS.items():
         vcfg = copy.deepcopy(cfg)
-        vcfg.evaluator.pool, vcfg.fitness.channels_last = pool, channels_last
-        fitness = Fitness(vcfg, base.data, base.parent, base.space)  # stages its inputs in this format
+        vcfg.evaluator.pool, vcfg.evaluator.threads = pool, workers
+        fitness = Fitness(vcfg, base.data, base.parent, base.space)
         # Made once, as a search makes it once per run: the workers fork in the first repeat, then are reused.
         evaluator = SequentialEvaluator(fitness)
 
@@ -57,27 +60,25 @@ def bench(task: str, population: int, steps: int, batch: int, repeat: int) -> di
         row[f"{name}_ips"] = population / statistics.median(times[name])
         row[f"{name}_ips_runs"] = [population / t for t in times[name]]
         print(f"  {task} P={population} {name:24s} {row[f'{name}_ips']:7.2f} ind/s", flush=True)
-    row["pool_bitwise_same"] = {
-        fmt: objectives[f"threads_{fmt}"] == objectives[f"processes_{fmt}"] for fmt in ("nchw", "channels_last")}
+    row["bitwise_same"] = all(objectives[name] == objectives["threads_one_per_core"] for name in VARIANTS)
     return row
 
 
 def write_markdown(doc: dict, path: Path) -> None:
     names = list(VARIANTS)
-    lines = ["# Sequential evaluator on a CPU: worker pool x memory format", "",
-             f"- `{doc['command']}` on {doc['date']}: {json.dumps(doc['machine'])}", "",
+    p = doc["provenance"]
+    lines = ["# Sequential evaluator on a CPU: worker pool x number of workers", "",
+             f"- command: `{p['command']}`", f"- commit {p['commit']}, torch {p['torch']}, Python {p['python']}",
+             f"- machine: {p['machine']['cpu']}, {p['machine']['cores']} cores; {p['calibration']}",
+             f"- date: {p['date']}", "",
              "Individuals per second (median of interleaved repeats) and, in brackets, the ratio to the naive loop.",
-             "", "| task | P | naive | " + " | ".join(n.replace("_", " ") for n in names) +
-             " | processes / threads | channels_last / nchw |",
-             "|---|---|---|" + "---|" * len(names) + "---|---|"]
+             "", "| task | P | naive | " + " | ".join(n.replace("_", " ") for n in names) + " |",
+             "|---|---|---|" + "---|" * len(names)]
     for r in doc["results"]:
         cells = [f"{r[f'{n}_ips']:.2f} ({r[f'{n}_ips'] / r['naive_ips']:.2f}x)" for n in names]
-        pool = r["processes_channels_last_ips"] / r["threads_channels_last_ips"]
-        fmt = r["processes_channels_last_ips"] / r["processes_nchw_ips"]
-        lines.append(f"| {r['task']} | {r['population']} | {r['naive_ips']:.2f} | " + " | ".join(cells) +
-                     f" | {pool:.2f}x | {fmt:.2f}x |")
-    lines += ["", "Threads and processes gave bitwise the same objectives in every row: "
-              f"{all(all(r['pool_bitwise_same'].values()) for r in doc['results'])}."]
+        lines.append(f"| {r['task']} | {r['population']} | {r['naive_ips']:.2f} | " + " | ".join(cells) + " |")
+    lines += ["", "Every variant gave bitwise the same objectives in every row: "
+              f"{all(r['bitwise_same'] for r in doc['results'])}."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -94,10 +95,7 @@ def main() -> None:
     if args.quick:
         args.population, args.steps, args.repeat = 4, 2, 1
     results = [bench(t, args.population, args.steps, args.batch, args.repeat) for t in args.tasks.split(",")]
-    import torch
-
-    doc = {"command": "python " + " ".join(sys.argv), "date": dt.datetime.now().isoformat(timespec="seconds"),
-           "machine": machine(torch.device("cpu")), "results": results}
+    doc = {"provenance": provenance(), "results": results}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "bench_cpu_options_quick" if args.quick else "bench_cpu_options"

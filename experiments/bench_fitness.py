@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from provenance import calibration, git_commit
+
 from evoprune import load_config
 from evoprune.data import TaskData, load_data
 from evoprune.distill import hinton_kd
@@ -253,8 +255,9 @@ def machine(device: torch.device) -> dict:
 
 def write_markdown(entries: list[dict], path: Path) -> None:
     lines = ["# Fitness evaluation benchmark", ""]
-    for cmd, date, mach in sorted({(e["command"], e["date"], json.dumps(e["machine"])) for e in entries}):
-        lines += [f"- `{cmd}` on {date}: {mach}"]
+    for cmd, date, mach, commit, cal in sorted({(e["command"], e["date"], json.dumps(e["machine"]), e.get("commit"),
+                                                 e.get("calibration")) for e in entries}):
+        lines += [f"- `{cmd}` on {date}, commit {commit or 'not recorded'}: {mach}; {cal or 'no calibration recorded'}"]
     lines += ["", "Individuals per second (higher is better) and the ratio to the naive loop.", "",
              "| task | device | P | naive | sequential | batched | auto (kind) | seq/naive | batched/naive | auto/naive | peak MB naive/seq/batched | GFLOP/s best (matmul peak) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -297,7 +300,7 @@ def main() -> None:
         results += bench(task, args.device, [int(s) for s in args.sizes.split(",")], args.steps, args.batch, peak,
                          args.repeat, args.set)
     run = {"command": "python " + " ".join(sys.argv), "date": dt.datetime.now().isoformat(timespec="seconds"),
-           "machine": machine(device)}
+           "machine": machine(device), "commit": git_commit(), "calibration": calibration()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "bench_fitness_quick" if args.quick else "bench_fitness"

@@ -177,6 +177,7 @@ def main() -> None:
     if args.quick:
         args.phases, args.repeat = "parent,metrics", 1
     phases = args.phases.split(",")
+    prov = provenance()  # before the runs: the commit they measure, the calibration on a quiet machine
     results = {ph: {pol: {"quiet": [], "busy": [], "wait_policy": []} for pol in PHASES[ph][1]} for ph in phases}
     for rep in range(args.repeat):
         for load in ("quiet", "busy"):  # interleaved, so drifts of the shared machine hit both alike
@@ -193,7 +194,7 @@ def main() -> None:
                     results[phase][policy]["wait_policy"].append(f"{load}: {wait}")
                     print(f"repeat {rep} {load:5s} {phase:16s} {policy:12s} {seconds:7.2f} s  (OpenMP wait: {wait})",
                           flush=True)
-    doc = {"provenance": provenance(), "repeat": args.repeat, "busy": args.busy, "results": results,
+    doc = {"provenance": prov, "repeat": args.repeat, "busy": args.busy, "results": results,
            "phases": {ph: PHASES[ph][0] for ph in phases}}
     out = Path(args.out)
     name = "bench_load_quick" if args.quick else "bench_load"
