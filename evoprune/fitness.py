@@ -14,7 +14,7 @@ from .amp import check_channels_last, memory_format
 from .config import Config
 from .data import TaskData, load_data
 from .evaluators import choose_evaluator
-from .evaluators.sequential import kd_finetune
+from .evaluators.sequential import finetune_and_recalibrate
 from .genome import Genome
 from .importance import build_space
 from .metrics import count_macs, count_params, logits_of, top1
@@ -155,10 +155,10 @@ class Fitness:
         return [self.cache[g.key()] for g in genomes]
 
     def evaluate_model(self, model: nn.Module, finetune: bool = False) -> Objectives:
-        """Objectives of any model for this task; `finetune` runs the same KD fine-tune on a copy."""
+        """Objectives of any model for this task; `finetune` runs a genome's recipe (KD fine-tune, adaptive BN) on a copy."""
         start = time.perf_counter()
         model = copy.deepcopy(model).to(self.device) if finetune else model.to(self.device)
-        kd_loss, finite = kd_finetune(model, self) if finetune else (float("nan"), True)
+        kd_loss, finite = finetune_and_recalibrate(model, self) if finetune else (float("nan"), True)
         return self.score(model, kd_loss, finite, time.perf_counter() - start)
 
     def subnet(self, genome: Genome) -> nn.Module:

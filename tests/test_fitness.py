@@ -167,11 +167,12 @@ def test_readme_api_uniform(tiny_fitness):
 
 
 def test_size_metric_macs(tiny_overrides):
-    cfg = load_config(overrides=tiny_overrides + ["search.size_metric=macs", "fitness.steps=0"])
+    cfg = load_config(overrides=tiny_overrides + ["search.size_metric=macs", "fitness.steps=0",
+                                                       "fitness.adaptive_bn=0"])
     fitness = build_fitness(cfg, progress=False)
     (o,) = fitness([fitness.space.uniform(keep=0.5)])
     assert o.size_ratio == o.macs_ratio != o.params_ratio
-    assert math.isnan(o.kd_loss)  # steps=0: no fine-tune
+    assert math.isnan(o.kd_loss)  # steps=0, adaptive_bn=0: scored as pruned
     assert o.accuracy == fitness.evaluate_model(fitness.subnet(fitness.space.uniform(keep=0.5))).accuracy
 
 
