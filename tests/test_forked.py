@@ -23,7 +23,8 @@ pytestmark = pytest.mark.skipif(not fork_available(), reason="forked workers nee
 
 # A parent whose two children each record their pid, then work "forever".
 _PARENT = textwrap.dedent("""
-    import os, sys, time
+    import faulthandler, os, signal, sys, time
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test's view into a hang
     from evoprune.evaluators.forked import ForkedPool
 
     def work(i):
@@ -65,7 +66,16 @@ def test_workers_stop_with_their_parent(tmp_path, sig):
     proc, children = _start_parent(tmp_path)
     assert all(_alive(p) for p in children) and proc.pid not in children
     os.kill(proc.pid, sig)
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # show where every thread of the parent is stuck
+        os.kill(proc.pid, signal.SIGUSR1)
+        time.sleep(1)
+        proc.kill()
+        for p in children:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+        pytest.fail("the parent did not exit after the signal; its threads:\n" + proc.stderr.read().decode())
     if sig == signal.SIGINT:  # Ctrl-C: the parent raises KeyboardInterrupt, having stopped the children
         assert b"KeyboardInterrupt" in proc.stderr.read()
     left = _wait_gone(children)
