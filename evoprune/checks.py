@@ -194,7 +194,7 @@ def check_parent_weights(cfg: Any) -> Any:
     import torch
 
     from .data import load_data
-    from .parent import build_parent, load_state_dict_checked, parent_channels
+    from .parent import build_parent, load_state_dict_checked, parent_channels, split_problem
 
     # Only this file is read in the two `try`s below: whatever fails there, the file is unusable.
     try:
@@ -214,6 +214,9 @@ def check_parent_weights(cfg: Any) -> Any:
         width = cfg.parent.width if cfg.parent.width is not None else "default"
         raise ConfigError("parent.weights", f"{p} does not fit parent.arch={cfg.parent.arch} (width {width}): "
                           f"{one_line(exc, 200)}") from None
+    problem = split_problem(cfg)  # the file is a fitting parent: was it trained on this run's held-out images?
+    if problem:
+        raise ConfigError("parent.weights", problem)
     return data
 
 

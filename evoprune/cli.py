@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 the run failed (one paragraph says why), 2 bad input, 130 Ct
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import textwrap
@@ -21,7 +22,7 @@ from .checks import (UsageError, as_path, check_device, check_feature_layers, ch
 from .config import (ConfigError, apply_overrides, config_from_dict, load_config, parse_override, read_yaml,
                      save_config, short)
 from .errors import RunFailed
-from .rundir import FAILED_GENOME, CheckpointError, RunWriter
+from .rundir import FAILED_GENOME, WEIGHTS, CheckpointError, RunWriter
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
@@ -190,10 +191,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
         from .deploy import front_metrics, metrics_table
 
         run = load_run_arg(args.run_dir, "report")
-        for k in args.pick or []:
+        weights = args.weights or "finetuned"
+        for k in args.pick if args.pick is not None else range(len(run.front)):
             check_pick(run, k, "--pick")
-        print(metrics_table(front_metrics(str(run_dir), args.pick or None, runs=args.runs)))
-        print(f"wrote {run_dir / 'metrics.json'}")
+            problem = run.weights_problem(k, weights)
+            if problem:
+                raise UsageError(f"--weights {weights}: {problem}")
+        from .report import plot_metrics
+
+        doc = front_metrics(str(run_dir), args.pick or None, runs=args.runs, weights=weights)
+        print(metrics_table(doc))
+        figure = plot_metrics(doc, run_dir / "metrics.png", f"{run.config.parent.arch} on {run.config.data.name} "
+                              f"({run_dir.name}): test split, {weights} weights")
+        print(f"wrote {run_dir / 'metrics.json'}, {figure}")
     return EXIT_OK
 
 
@@ -225,16 +235,28 @@ def _cmd_distill(args: argparse.Namespace) -> int:
           f"{res['distill']['seconds']:.1f} s")
     if "second" in res:
         print(f"second student: test accuracy {res['second']['test_accuracy']:.4f}")
-    print(f"wrote {distill_dir(run.dir, args.pick)}/model.pt, metrics.json")
+    print(f"wrote {distill_dir(run.dir, args.pick)}/model.pt, metrics.json, curve.png")
     return EXIT_OK
 
 
+def _weights_arg(args: argparse.Namespace) -> str:
+    """--weights, with --distilled as its older spelling."""
+    if getattr(args, "distilled", False):
+        if args.weights not in (None, "distilled"):
+            raise UsageError(f"--distilled and --weights {args.weights} contradict each other; keep one")
+        return "distilled"
+    return args.weights or "finetuned"
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import EXPORT, MissingExtra, check_onnx_available, distilled_genome_key, export
-    from .final import MODEL, distill_dir
+    from .export import EXPORT, MissingExtra, check_onnx_available, export
 
     run = load_run_arg(args.run_dir, "export")
     check_pick(run, args.pick, "--pick")
+    weights = _weights_arg(args)
+    problem = run.weights_problem(args.pick, weights)
+    if problem:
+        raise UsageError(f"--weights {weights}: {problem}")
     out = as_path(args.out, "--out")
     try:
         if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EXPORT).is_file()
@@ -242,23 +264,71 @@ def _cmd_export(args: argparse.Namespace) -> int:
             raise UsageError(f"--out {out} is not empty and holds no evoprune export; choose another or pass --force")
     except OSError as exc:
         raise UsageError(f"--out {out}: {os_error(exc)}") from None
-    if args.distilled and not (distill_dir(run.dir, args.pick) / MODEL).is_file():
-        raise UsageError(f"--distilled: no distilled model for front member {args.pick}; run "
-                         f"`{command('distill', str(run.dir), '--pick', str(args.pick))}` first")
-    if args.distilled:
-        made_for = distilled_genome_key(distill_dir(run.dir, args.pick))
-        if made_for is not None and made_for != run.genome(args.pick).key():
-            raise UsageError(f"--distilled: distill-{args.pick} was made for genome {made_for}, but front member "
-                             f"{args.pick} is now {run.genome(args.pick).key()}; distill it again")
     if args.onnx:
         try:
             check_onnx_available()
         except MissingExtra as exc:
             raise UsageError(str(exc)) from None
-    meta = export(run, args.pick, out, distilled=args.distilled, torchscript=args.torchscript, onnx=args.onnx,
+    meta = export(run, args.pick, out, weights=weights, torchscript=args.torchscript, onnx=args.onnx,
                   metric_runs=args.runs)
-    print(f"exported front member {args.pick} ({meta['weights']}) to {out}: {', '.join(meta['files'].values())}, "
-          f"export.json; reload check max |diff| {meta['check']['reload_max_abs_diff']:.3g}")
+    print(f"exported front member {args.pick} ({weights} weights) to {out}: {', '.join(meta['files'].values())}, "
+          f"export.json; validation accuracy {meta['val_accuracy']:.4f} (the front's: "
+          f"{meta['front_val_accuracy']:.4f}); reload check max |diff| {meta['check']['reload_max_abs_diff']:.3g}")
+    return EXIT_OK
+
+
+def _image_files(paths: list[str]) -> list[Path]:
+    """The files named, and the image files inside the folders named (recursively, sorted)."""
+    from .preprocess import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    for text in paths:
+        p = as_path(text, "predict")
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UsageError(f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise UsageError(f"{p}: no such file or folder")
+    return files
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    """The top-k classes of image files, by an `evoprune export` directory's model."""
+    from .export import EXPORT
+
+    d = as_path(args.export_dir, "predict")
+    if not (d / EXPORT).is_file():
+        raise UsageError(f"{d} is not an evoprune export directory (no {EXPORT}); make one with `evoprune export`")
+    if args.top_k < 1:
+        raise UsageError(f"--top-k: expected a positive number, got {args.top_k}")
+    files = _image_files(args.files)
+    import torch
+
+    from .export import load_exported
+    from .preprocess import NotAnImage
+
+    model = load_exported(d)
+    prep = getattr(model, "preprocess", None)
+    if prep is None:
+        raise UsageError(f"{d}/{EXPORT} holds no preprocessing (an export made before evoprune recorded it); "
+                         f"export the front member again")
+    n_classes = json.loads((d / EXPORT).read_text())["n_classes"]
+    names = prep.class_names or [str(c) for c in range(n_classes)]
+    k = min(args.top_k, len(names))
+    for f in files:
+        try:
+            x = prep(f)
+        except NotAnImage as exc:
+            raise UsageError(str(exc)) from None
+        with torch.inference_mode():
+            probs = torch.softmax(model(x).float(), dim=1)[0]
+        top = torch.topk(probs, k)
+        shown = ", ".join(f"{names[int(c)]} {float(p):.3f}" for p, c in zip(top.values, top.indices))
+        print(f"{f}: {shown}", flush=True)
     return EXIT_OK
 
 
@@ -297,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "members: accuracy, size, latency, memory; writes RUN_DIR/metrics.json")
     r.add_argument("--pick", type=int, action="append", help="with --metrics: only this front member (repeatable)")
     r.add_argument("--runs", type=int, default=20, help="timed forwards per latency figure (median)")
+    r.add_argument("--weights", choices=WEIGHTS, help="with --metrics: the members' weights; finetuned (default): "
+                   "the short KD fine-tune the search ran; pruned: before any fine-tune; distilled: `evoprune "
+                   "distill`'s")
     r.set_defaults(func=_cmd_report)
     t = sub.add_parser("train-parent", help="transfer-learn the parent once (parent.pt, parent.json in --out)")
     t.add_argument("--config", help="YAML config (default: the embedded digits task)")
@@ -319,12 +392,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--pick", type=int, required=True, help="front member (index in front.json)")
     e.add_argument("--out", required=True, help="export directory")
-    e.add_argument("--distilled", action="store_true", help="the weights of `evoprune distill` (distill-K/model.pt)")
+    e.add_argument("--weights", choices=WEIGHTS, help="finetuned (default): the short KD fine-tune the search "
+                   "ran, whose validation accuracy front.json shows; pruned: before any fine-tune; distilled: "
+                   "`evoprune distill`'s (distill-K/model.pt)")
+    e.add_argument("--distilled", action="store_true", help="the same as --weights distilled")
     e.add_argument("--torchscript", action="store_true", help="also subnet.torchscript.pt (torch.jit.trace)")
     e.add_argument("--onnx", action="store_true", help="also subnet.onnx (needs pip install 'evoprune[onnx]')")
     e.add_argument("--force", action="store_true", help="write into a non-empty --out")
     e.add_argument("--runs", type=int, default=20, help="timed forwards per latency figure (median)")
     e.set_defaults(func=_cmd_export)
+    p = sub.add_parser("predict", help="the top classes of image files by an exported model")
+    p.add_argument("export_dir", help="a directory written by `evoprune export`")
+    p.add_argument("files", nargs="+", metavar="FILE_OR_FOLDER", help="image files, or folders of them")
+    p.add_argument("--top-k", type=int, default=3, help="classes shown per image, most likely first")
+    p.set_defaults(func=_cmd_predict)
     c = sub.add_parser("config", help="print the resolved config as YAML (the embedded default, --config, --set)")
     c.add_argument("--config", help="YAML config (default: the embedded digits task)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -72,6 +72,8 @@ class DataConfig:
                              doc="share of the data held out for validation (selection)")
     test_fraction: float = _f(0.2, lo=0.01, hi=1, hi_open=True,
                               doc="share held out for the final test report only")
+    split_seed: int | None = _f(None, lo=0, hi=INT_MAX, doc="seed of the train/val/test split and caps (null: the "
+                                                           "run's seed); share it with a parent trained elsewhere")
 
 
 @dataclass
@@ -81,6 +83,8 @@ class ParentConfig:
     width: int | None = _f(None, lo=4, doc="base channel width of the built-in architectures (null: standard)")
     pretrained: Literal["none", "imagenet"] = _f("none", doc="start a torchvision parent from its ImageNet weights")
     weights: str | None = _f(None, doc="state_dict file to load instead of training")
+    trust_split: bool = _f(False, doc="parent.weights without evoprune's parent.json beside it: you state that this "
+                                      "parent never saw this run's validation or test images")
     frozen_epochs: int | None = _f(None, lo=0, doc="epochs training only the new head, backbone frozen, before "
                                                    "the full fine-tune (null: 3 if pretrained, else 0)")
     epochs: int = _f(40, lo=1, doc="most training epochs when the parent is trained here (cosine schedule over them)")

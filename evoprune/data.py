@@ -18,6 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from .config import Config, ConfigError, DataConfig
+from .preprocess import Preprocessing
 
 TORCHVISION_DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist")
 AUGMENT_AUTO = {"digits": "none", "mnist": "crop"}  # every other dataset: crop_flip
@@ -46,7 +47,7 @@ class TaskData:
     n_classes: int
     augment: str = "none"  # parent-training augmentation policy: none, crop, flip, crop_flip
     class_names: list[str] | None = None
-
+    preprocessing: Preprocessing | None = None  # how an 8-bit image file becomes an input like these
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
@@ -176,12 +177,18 @@ def augment_policy(cfg: DataConfig) -> str:
     return AUGMENT_AUTO.get(cfg.name, "crop_flip") if cfg.augment == "auto" else cfg.augment
 
 
+def split_seed(cfg: DataConfig, seed: int) -> int:
+    """The seed of the train/val/test split: `data.split_seed`, else the run's seed."""
+    return cfg.split_seed if cfg.split_seed is not None else seed
+
+
 def load_data(cfg: DataConfig, seed: int, channels: int | None = None) -> TaskData:
     """Build the task's tensors; normalisation statistics come from train only.
 
     `channels`: what the parent needs (3 for torchvision models; None: the data's own). Grayscale
     is repeated to 3 channels (a view); other mismatches are an error.
     """
+    seed = split_seed(cfg, seed)
     src = _source(cfg)
     where = _splits(cfg, src.labels, seed)
     caps = {"train": cfg.max_train_samples, "val": cfg.max_eval_samples, "test": cfg.max_eval_samples}
@@ -208,10 +215,15 @@ def load_data(cfg: DataConfig, seed: int, channels: int | None = None) -> TaskDa
     n_classes = int(max(int(v.max()) for v in src.labels.values() if len(v))) + 1
     if src.classes is not None:
         n_classes = max(n_classes, len(src.classes))
+    class_names = list(src.classes) if src.classes is not None else [str(c) for c in range(n_classes)]
+    resize = None if cfg.image_size is None else ("shorter_side_crop" if cfg.name == "imagefolder" else "square")
+    prep = Preprocessing("L" if n_channels == 1 else "RGB", list(x["train"].shape[-2:]), resize,
+                         [float(v) for v in mean.ravel()], [float(v) for v in std.ravel()],
+                         channels if channels is not None else n_channels, class_names)
     return TaskData(name=cfg.name, train_x=normalised(x["train"]), train_y=t(y["train"]),
                     val_x=normalised(x["val"]), val_y=t(y["val"]), test_x=normalised(x["test"]),
                     test_y=t(y["test"]), n_classes=n_classes, augment=augment_policy(cfg),
-                    class_names=src.classes)
+                    class_names=class_names, preprocessing=prep)
 
 
 def load_task(cfg: Config) -> TaskData:

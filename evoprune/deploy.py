@@ -171,28 +171,26 @@ def deployment_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_cla
     return out
 
 
-def front_metrics(run_dir: str, picks: list[int] | None = None, runs: int = 20) -> dict[str, Any]:
+def front_metrics(run_dir: str, picks: list[int] | None = None, runs: int = 20,
+                  weights: str = "finetuned") -> dict[str, Any]:
     """`report --metrics`: deployment metrics on the test split of the parent and of front members
-    (`picks`, default all), each with its distilled weights when `distill-K/model.pt` exists and as
-    pruned (not fine-tuned) otherwise. Written to RUN_DIR/metrics.json."""
+    (`picks`, default all), each with `weights` (see `Run.subnet`; default: the fine-tune the search ran,
+    whose validation accuracy front.json shows). Written to RUN_DIR/metrics.json."""
     from .atomic import write_json
     from .data import load_task
-    from .final import MODEL, distill_dir
     from .run import load_run
 
     run = load_run(run_dir)
     data = load_task(run.config)
     picks = list(range(len(run.front))) if picks is None else picks
-    doc: dict[str, Any] = {"split": "test", "parent": deployment_metrics(run.parent(), data.test_x, data.test_y,
-                                                                        data.n_classes, runs=runs), "front": []}
+    doc: dict[str, Any] = {"split": "test", "weights": weights,
+                           "parent": deployment_metrics(run.parent(), data.test_x, data.test_y, data.n_classes,
+                                                        runs=runs), "front": []}
     for k in picks:
-        model = run.subnet(k)
-        weights = distill_dir(run.dir, k) / MODEL
-        distilled = weights.is_file()
-        if distilled:
-            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+        model = run.subnet(k, weights)
         m = deployment_metrics(model, data.test_x, data.test_y, data.n_classes, runs=runs)
-        doc["front"].append({"pick": k, "weights": "distilled" if distilled else "pruned", **m})
+        doc["front"].append({"pick": k, "weights": weights, "val_accuracy": run.val_accuracy(model),
+                             "front_val_accuracy": run.front[k]["accuracy"], **m})
     write_json(run.dir / "metrics.json", doc)
     return doc
 

@@ -20,6 +20,7 @@ from .atomic import atomic_write, write_json
 from .config import config_from_dict
 from .genome import Genome
 from .parent import PARENT_WEIGHTS, build_parent
+from .preprocess import Preprocessing
 from .prune import materialise
 from .run import Run
 
@@ -47,7 +48,10 @@ def sha256(path: str | Path) -> str:
 
 
 def load_exported(directory: str | Path) -> nn.Module:
-    """The exported subnet (eval mode, CPU): parent architecture from the config, genome, subnet.pt."""
+    """The exported subnet (eval mode, CPU): parent architecture from the config, genome, subnet.pt.
+
+    `model.preprocess` turns an image (PIL image or file path) into the model's input, as the training
+    data were prepared (export.json's `preprocessing`): `model(model.preprocess("cat.png"))`."""
     d = Path(directory)
     meta = json.loads((d / EXPORT).read_text())
     cfg = config_from_dict(meta["config"])
@@ -56,6 +60,8 @@ def load_exported(directory: str | Path) -> nn.Module:
     model = materialise(build_parent(cfg, shape, meta["n_classes"]).eval(), genome, torch.zeros((1, *shape)))
     state = torch.load(d / SUBNET, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
+    if meta.get("preprocessing"):
+        model.preprocess = Preprocessing.from_json(meta["preprocessing"])
     return model.eval()
 
 
@@ -63,47 +69,30 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max()) if a.shape == b.shape else float("inf")
 
 
-def distilled_genome_key(directory: Path) -> str | None:
-    """The genome a distill-K directory was made for (metrics.json), if recorded."""
-    try:
-        return json.loads((directory / "metrics.json").read_text()).get("genome_key")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def export(run: Run, pick: int, out: str | Path, distilled: bool = False, torchscript: bool = False,
+def export(run: Run, pick: int, out: str | Path, weights: str = "finetuned", torchscript: bool = False,
            onnx: bool = False, metric_runs: int = 20) -> dict[str, Any]:
-    """Write front member `pick` (its distilled weights with `distilled`) to `out`; returns export.json's content.
+    """Write front member `pick` with `weights` (see `Run.subnet`) to `out`; returns export.json's content.
 
-    Raises RuntimeError if the reloaded model (or the TorchScript / ONNX one) does not reproduce the
-    model's outputs.
+    Checks, and records in export.json, the model's accuracy on the validation inputs the search scored
+    (for `finetuned`, front.json's figure again); raises RuntimeError if the reloaded model (or the
+    TorchScript / ONNX one) does not reproduce the model's outputs.
     """
     from .data import load_task
     from .deploy import deployment_metrics
-    from .final import MODEL, distill_dir
 
     if onnx:
         check_onnx_available()
     out = Path(out)
-    model = run.subnet(pick)
-    source = "pruned (before any fine-tune)"
-    if distilled:
-        weights = distill_dir(run.dir, pick) / MODEL
-        if not weights.is_file():
-            raise FileNotFoundError(f"no distilled model for front member {pick} ({weights}); "
-                                    f"run `evoprune distill {run.dir} --pick {pick}` first")
-        made_for = distilled_genome_key(weights.parent)
-        if made_for is not None and made_for != run.genome(pick).key():
-            raise ValueError(f"{weights} was distilled from genome {made_for}, but front member {pick} is now "
-                             f"{run.genome(pick).key()} (the front changed); distill it again")
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
-        source = str(weights)
-    model.eval()
+    model = run.subnet(pick, weights).eval()
+    val_accuracy = run.val_accuracy(model)
     parent_weights = Path(run.config.parent.weights) if run.config.parent.weights else run.dir / PARENT_WEIGHTS
+    data = load_task(run.config)
     out.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {
-        "pick": pick, "weights": source, "genome_key": run.genome(pick).key(),
+        "pick": pick, "weights": weights, "genome_key": run.genome(pick).key(),
+        "val_accuracy": val_accuracy, "front_val_accuracy": run.front[pick]["accuracy"],
         "input_shape": list(run.task["input_shape"]), "n_classes": run.task["n_classes"],
+        "class_names": data.class_names, "preprocessing": data.preprocessing.to_json(),
         "parent": {"run_dir": str(run.dir.resolve()), "weights": str(parent_weights.resolve()),
                    "sha256": sha256(parent_weights), "arch": run.config.parent.arch},
         "config": run.config.to_dict(), "torch": torch.__version__,
@@ -114,7 +103,6 @@ def export(run: Run, pick: int, out: str | Path, distilled: bool = False, torchs
     write_json(out / EXPORT, meta)
 
     # Reload check: the same outputs, bit for bit, on real inputs.
-    data = load_task(run.config)
     x = data.test_x[:64]
     with torch.no_grad():
         expected = model(x)
@@ -139,7 +127,7 @@ def export(run: Run, pick: int, out: str | Path, distilled: bool = False, torchs
         meta["files"]["onnx"] = ONNX
         meta["check"]["onnx_max_abs_diff"] = _export_onnx(model, example, x, expected, out / ONNX)
     metrics = deployment_metrics(model, data.test_x, data.test_y, data.n_classes, runs=metric_runs)
-    write_json(out / METRICS, {"split": "test", **metrics})
+    write_json(out / METRICS, {"split": "test", "weights": weights, **metrics})
     write_json(out / EXPORT, meta)
     return meta
 

@@ -25,6 +25,7 @@ from .run import Run
 MODEL = "model.pt"
 MODEL2 = "model2.pt"
 METRICS = "metrics.json"
+CURVE = "curve.png"  # train loss and validation accuracy per epoch
 
 
 def distill_dir(run_dir: str | Path, pick: int) -> Path:
@@ -123,11 +124,13 @@ def distill_model(student: nn.Module, teacher: nn.Module, data: TaskData, cfg: D
     cached = _teacher_cache(teacher, tap, students[0].kd, train_x) if aug == "none" else None
     start = time.perf_counter()
     last: list[Any] = [torch.tensor(float("nan"))] * len(students)
+    history: list[dict[str, float]] = []  # per epoch: mean train loss, validation accuracy (first student)
     for s in students:
         s.model.train()
     bar = tqdm(range(cfg.epochs), desc="distilling", disable=not progress, leave=False)
     try:
-        for _ in bar:
+        for epoch in bar:
+            epoch_loss = torch.zeros((), device=device)
             orders = [torch.randperm(n, generator=g)[: per_epoch * batch].view(per_epoch, batch) for g in gens]
             for k in range(per_epoch):
                 idx = [o[k].to(device) for o in orders]
@@ -150,11 +153,16 @@ def distill_model(student: nn.Module, teacher: nn.Module, data: TaskData, cfg: D
                     s.opt.zero_grad(set_to_none=True)
                     loss.backward()  # the peer enters detached: the graphs are separate
                     last[j] = loss.detach()  # a tensor: no host synchronisation per step
+                epoch_loss += last[0]
                 for s in students:
                     s.opt.step()
                     s.sched.step()
+            val_acc = accuracy(students[0].model, data.val_x, data.val_y)  # eval mode; the next epoch resets it
+            students[0].model.train()
+            history.append({"epoch": epoch + 1, "train_loss": float(epoch_loss) / max(1, per_epoch),
+                            "val_accuracy": val_acc})
             if progress:
-                bar.set_postfix(loss=f"{float(last[0]):.3f}")
+                bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val_acc=f"{val_acc:.4f}")
     finally:
         if tap is not None:
             tap.remove()
@@ -165,7 +173,7 @@ def distill_model(student: nn.Module, teacher: nn.Module, data: TaskData, cfg: D
     summary = {"steps": steps, "epochs": cfg.epochs, "batch_size": batch, "augment": aug, "kd": cfg.kd,
                "beta": students[0].kd.beta if cfg.kd in FEATURE_LOSSES else None, "feature_layers": layers,
                "dml": len(students) == 2, "final_loss": last, "teacher_cached": cached is not None,
-               "seconds": time.perf_counter() - start, "device": device.type}
+               "seconds": time.perf_counter() - start, "device": device.type, "history": history}
     return out[0], (out[1] if len(out) == 2 else None), summary
 
 
@@ -178,10 +186,10 @@ def run_distill(run: Run, cfg: Config, pick: int, pick2: int | None = None, prog
     data = load_task(cfg)
     device = resolve_device(cfg.fitness.device)
     teacher = run.parent()
-    student = run.subnet(pick)
+    student = run.subnet(pick, "finetuned")  # where the front's figure came from
     second = None
     if d.dml:
-        second = run.subnet(pick2) if pick2 is not None else copy.deepcopy(student)
+        second = run.subnet(pick2, "finetuned") if pick2 is not None else copy.deepcopy(student)
     elif pick2 is not None:
         raise ValueError("--pick2 is the second student of deep mutual learning: add --set distill.dml=true")
     before = accuracy(student, data.val_x, data.val_y)
@@ -189,7 +197,7 @@ def run_distill(run: Run, cfg: Config, pick: int, pick2: int | None = None, prog
                                              progress, augment_kind(cfg, data.input_shape))
     n_classes = data.n_classes
     result: dict[str, Any] = {
-        "pick": pick, "genome_key": run.front[pick].get("key"), "search_val_accuracy": run.front[pick].get("accuracy"),
+        "pick": pick, "initial_weights": "finetuned", "genome_key": run.front[pick].get("key"), "search_val_accuracy": run.front[pick].get("accuracy"),
         "val_accuracy_before": before, "val_accuracy": accuracy(student, data.val_x, data.val_y),
         "parent_val_accuracy": accuracy(teacher, data.val_x, data.val_y),
         "distill": {**d.__dict__, **summary},
@@ -208,4 +216,9 @@ def run_distill(run: Run, cfg: Config, pick: int, pick2: int | None = None, prog
         result["second"]["test_accuracy"] = result["second"]["test"]["top1"]
         atomic_write(out / MODEL2, lambda fh: torch.save(second.state_dict(), fh), binary=True)
     write_json(out / METRICS, result)
+    from .report import plot_distill_curve
+
+    plot_distill_curve(summary["history"], out / CURVE, f"distill front member {pick} of {run.dir.name}: "
+                       f"{run.config.parent.arch} on {run.config.data.name}, kd={d.kd}",
+                       start_accuracy=result["val_accuracy_before"])
     return result

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_write, write_json
 from .config import Config, ConfigError
-from .data import TaskData, augment_batch
+from .data import TaskData, augment_batch, split_seed
 from .metrics import accuracy
 from .archs import input_channels
 from .models import build_model, classifier_of
@@ -97,7 +97,39 @@ def _fingerprint(cfg: Config) -> dict:
             "data": d.name, "data_root": str(Path(d.root).expanduser().absolute()) if d.root else None,
             "image_size": d.image_size, "augment": d.augment, "max_train_samples": d.max_train_samples,
             "max_eval_samples": d.max_eval_samples, "val_fraction": d.val_fraction,
-            "test_fraction": d.test_fraction}
+            "test_fraction": d.test_fraction, "split_seed": split_seed(d, cfg.seed)}
+
+
+# What decides which images are in the train, validation and test splits.
+SPLIT_KEYS = ("data", "image_size", "max_train_samples", "max_eval_samples", "val_fraction", "test_fraction",
+              "split_seed")
+
+
+def split_problem(cfg: Config) -> str | None:
+    """Why the parent in `parent.weights` may have been trained on this run's validation or test images,
+    or None. Its split is known from evoprune's parent.json beside the weights; without one, the user
+    must say so (`parent.trust_split`, or `data.split_seed` shared with the parent's training)."""
+    weights = Path(cfg.parent.weights or "")
+    meta = weights.with_name(PARENT_META)
+    if meta.is_file():
+        try:
+            saved = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            return f"{meta} is unreadable, so nothing shows which images {weights} was trained on"
+        saved.setdefault("split_seed", saved.get("seed"))  # written before split seeds were recorded
+        now = _fingerprint(cfg)
+        differ = [k for k in SPLIT_KEYS if saved.get(k) != now[k]]
+        if not differ:
+            return None
+        shown = ", ".join(f"{k}: {saved.get(k)!r} there, {now[k]!r} now" for k in differ[:3])
+        return (f"{weights} was trained on another split of the data ({shown}), so its training images include "
+                f"this run's validation and test images and every score would be too high; use the same data "
+                f"settings (e.g. data.split_seed={saved.get('split_seed')}) or train a parent for this split")
+    if cfg.parent.trust_split or cfg.data.split_seed is not None:
+        return None
+    return (f"{weights} comes without evoprune's parent.json beside it, so nothing shows which images it was "
+            f"trained on; if it never saw this dataset's validation or test images, set parent.trust_split=true; "
+            f"if it was trained on evoprune's train split, set data.split_seed to that split's seed")
 
 
 def fingerprint_mismatch(cfg: Config, directory: str | Path) -> str | None:
@@ -218,6 +250,9 @@ def get_parent(cfg: Config, data: TaskData, run_dir: str | Path | None,
     meta = {"source": "", **_fingerprint(cfg)}
     cache = Path(run_dir) if run_dir is not None else None
     if cfg.parent.weights:
+        problem = split_problem(cfg)
+        if problem:
+            raise ConfigError("parent.weights", problem)
         load_state_dict_file(model, cfg.parent.weights)
         meta["source"] = str(cfg.parent.weights)
     elif reuse and cache is not None and _load_cached(model, cache, cfg):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from .config import Config, load_config
 from .genome import Genome
 from .parent import PARENT_WEIGHTS, build_parent, load_state_dict_file
 from .prune import materialise
+from .rundir import WEIGHTS
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Run:
     task: dict[str, Any]
     parent_summary: dict[str, Any]
     front: list[dict[str, Any]]
+    _fitness: Any = field(default=None, init=False, repr=False, compare=False)
 
     def genome(self, i: int) -> Genome:
         if not 0 <= i < len(self.front):
@@ -37,11 +39,82 @@ class Run:
         load_state_dict_file(model, weights)
         return model.eval()
 
-    def subnet(self, i: int) -> nn.Module:
-        """Front member `i` as a structurally pruned nn.Module (before any final fine-tune)."""
+    def fitness(self) -> Any:
+        """The search's Fitness rebuilt from the run's files (its data, parent and space.json; nothing is
+        trained or traced), evaluating sequentially: the same staged batches, so the same fine-tunes."""
+        if self._fitness is None:
+            from .config import apply_overrides, config_from_dict
+            from .data import load_task
+            from .fitness import Fitness
+            from .space import SearchSpace
+
+            cfg = config_from_dict(apply_overrides(self.config.to_dict(), ["evaluator.kind=sequential",
+                                                                         "evaluator.backend=local"]))
+            space = SearchSpace.from_json(json.loads((self.dir / "space.json").read_text()))
+            self._fitness = Fitness(cfg, load_task(cfg), self.parent(), space, {"source": "run"})
+        return self._fitness
+
+    def subnet(self, i: int, weights: str = "finetuned") -> nn.Module:
+        """Front member `i` as a structurally pruned nn.Module (eval mode, CPU), with these `weights`:
+
+        - `finetuned` (default): the short KD fine-tune (and adaptive BN) the search ran, run again:
+          fitness depends only on the genome and the seed, so these are the weights front.json's
+          accuracy came from (bit for bit where the search ran sequentially on a CPU);
+        - `pruned`: the parent's weights of the kept channels, before any fine-tune;
+        - `distilled`: `evoprune distill`'s weights (RUN_DIR/distill-i/model.pt).
+        """
+        problem = self.weights_problem(i, weights)
+        if problem:
+            raise ValueError(problem)
         genome = self.genome(i)
+        if weights == "finetuned":
+            from .evaluators.sequential import finetune_and_recalibrate, one_thread_on_cpu
+
+            fitness = self.fitness()
+            model = materialise(fitness.parent, genome, fitness.example_input)
+            with one_thread_on_cpu(fitness.device):
+                finetune_and_recalibrate(model, fitness)
+            return model.cpu().eval()
         example = torch.zeros((1, *self.task["input_shape"]))
-        return materialise(self.parent(), genome, example).eval()
+        model = materialise(self.parent(), genome, example).eval()
+        if weights == "distilled":
+            path = self.dir / f"distill-{i}" / "model.pt"
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        return model
+
+    def weights_problem(self, i: int, weights: str) -> str | None:
+        """Why front member `i` cannot be had with `weights`, or None."""
+        if weights not in WEIGHTS:
+            return f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}"
+        if not 0 <= i < len(self.front):
+            return f"front member {i} does not exist (the front of {self.dir} has members 0..{len(self.front) - 1})"
+        if weights == "distilled":
+            path = self.dir / f"distill-{i}" / "model.pt"
+            if not path.is_file():
+                return (f"no distilled weights for front member {i} ({path}); run "
+                        f"`python -m evoprune distill {self.dir} --pick {i}` first")
+            made_for = _distilled_genome_key(path.parent)
+            if made_for is not None and made_for != self.genome(i).key():
+                return (f"{path} was distilled from genome {made_for}, but front member {i} is now "
+                        f"{self.genome(i).key()} (the front changed); distill it again")
+        return None
+
+    def val_accuracy(self, model: nn.Module) -> float:
+        """`model`'s accuracy on the validation inputs the search scored (as the search scored them)."""
+        from .evaluators.sequential import one_thread_on_cpu
+        from .metrics import logits_of, top1
+
+        fitness = self.fitness()
+        with one_thread_on_cpu(fitness.device):
+            return top1(logits_of(model.to(fitness.device), fitness.val_x), fitness.val_y.cpu())
+
+
+def _distilled_genome_key(directory: Path) -> str | None:
+    """The genome a distill-K directory was made for (its metrics.json), if recorded."""
+    try:
+        return json.loads((directory / "metrics.json").read_text()).get("genome_key")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def load_run(run_dir: str | Path) -> Run:

@@ -21,6 +21,7 @@ CHECKPOINT_PREV = "checkpoint.prev.json"
 FORMAT_VERSION = 1
 # What a fresh search writes; a new run in an old run's directory removes these first, so that
 # neither a stale checkpoint nor a stale front can be mistaken for the new run's.
+WEIGHTS = ("finetuned", "pruned", "distilled")  # the weights a front member can be had with (Run.subnet)
 FAILED_GENOME = "failed-genome.json"  # the genome a crashed worker was fine-tuning, to reproduce it
 RUN_OUTPUTS = (CHECKPOINT, CHECKPOINT_PREV, "front.json", "front.csv", "evaluations.csv", "history.csv",
                "pareto.png", "hypervolume.png", "task.json", "space.json", FAILED_GENOME)

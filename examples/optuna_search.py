@@ -1,7 +1,7 @@
 """Multi-objective Optuna study over evoprune's fitness: a trial proposes per-group keep shares.
 
     pip install -e ".[optuna]"
-    python examples/optuna_search.py --trials 30 --set fitness.steps=20
+    python examples/optuna_search.py --trials 30 --set fitness.steps=20   # the parent: trained once, cached in runs/example-parent
 """
 from __future__ import annotations
 
@@ -31,9 +31,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config")
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--parent-dir", default="runs/example-parent",
+                    help="where the trained parent is cached: trained there on the first call, reused after "
+                         "(as long as the config asks for the same parent); a `train-parent` directory works too")
     ap.add_argument("--trials", type=int, default=30)
     args = ap.parse_args()
-    fitness = build_fitness(load_config(args.config, args.set))
+    fitness = build_fitness(load_config(args.config, args.set), run_dir=args.parent_dir)
     study = run_study(fitness, args.trials)
     for t in sorted(study.best_trials, key=lambda t: t.values[1]):
         print(f"acc {t.values[0]:.4f}  size {t.values[1]:.3f}  params {t.user_attrs['n_params']:,}")

@@ -1,7 +1,7 @@
 """A pymoo Problem wrapping evoprune's fitness: x = per-group keep shares, F = (-accuracy, size).
 
     pip install -e ".[pymoo]"
-    python examples/pymoo_search.py --generations 5 --set fitness.steps=20
+    python examples/pymoo_search.py --generations 5 --set fitness.steps=20   # reuses runs/example-parent
 """
 from __future__ import annotations
 
@@ -37,10 +37,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config")
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--parent-dir", default="runs/example-parent",
+                    help="where the trained parent is cached: trained there on the first call, reused after "
+                         "(as long as the config asks for the same parent); a `train-parent` directory works too")
     ap.add_argument("--pop", type=int, default=16)
     ap.add_argument("--generations", type=int, default=5)
     args = ap.parse_args()
-    res = run(build_fitness(load_config(args.config, args.set)), args.pop, args.generations)
+    res = run(build_fitness(load_config(args.config, args.set), run_dir=args.parent_dir), args.pop, args.generations)
     for f in sorted(res.F.tolist(), key=lambda f: f[1]):
         print(f"acc {-f[0]:.4f}  size {f[1]:.3f}")
 

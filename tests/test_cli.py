@@ -164,16 +164,24 @@ def test_parent_weights_problems_are_found_before_any_work(tmp_path):
         "text.pt": "not a PyTorch state_dict file",
         ".": "is a directory",
     }
+    trust = ["--set", "parent.trust_split=true"]  # these files come without parent.json (see the split tests)
     for name, where in cases.items():
         line = _bad_input(["search", "--out", out, "--set", f"parent.weights={tmp_path / name}", "--set",
-                           "parent.width=8"])
+                           "parent.width=8", *trust])
         assert line.startswith("evoprune: config error: parent.weights") and where in line, line
     line = _bad_input(["search", "--out", out, "--set", f"parent.weights={tmp_path / 'good.pt'}",
-                       "--set", "parent.width=16"])  # the right file for another width
+                       "--set", "parent.width=16", *trust])  # the right file for another width
     assert "does not fit parent.arch=simple_cnn (width 16)" in line and "size mismatch" in line
     assert not out.exists()
     with mock.patch("evoprune.fitness.build_fitness", _reached), pytest.raises(Reached):  # the fitting one
-        _cli(["search", "--out", out, "--set", f"parent.weights={tmp_path / 'good.pt'}", "--set", "parent.width=8"])
+        _cli(["search", "--out", out, "--set", f"parent.weights={tmp_path / 'good.pt'}", "--set", "parent.width=8",
+              *trust])
+    line = _bad_input(["search", "--out", out, "--set", f"parent.weights={tmp_path / 'good.pt'}", "--set",
+                       "parent.width=8"])  # no parent.json, and nothing said about the split it was trained on
+    assert "without evoprune's parent.json" in line and "parent.trust_split=true" in line
+    with mock.patch("evoprune.fitness.build_fitness", _reached), pytest.raises(Reached):  # the split declared
+        _cli(["search", "--out", out, "--set", f"parent.weights={tmp_path / 'good.pt'}", "--set", "parent.width=8",
+              "--set", "data.split_seed=0"])
 
 
 # -- --out -----------------------------------------------------------------------------------------------------

@@ -168,8 +168,12 @@ def test_distill_cli_writes_test_metrics(tiny_run):
     state = torch.load(d / "model.pt", weights_only=True)
     from evoprune import load_run
 
-    model = load_run(tiny_run).subnet(0)
+    model = load_run(tiny_run).subnet(0, "pruned")
     model.load_state_dict(state)  # the distilled weights fit front member 0's pruned shape
+    assert m["initial_weights"] == "finetuned"  # it starts where the front's figure came from
+    history = m["distill"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2] and all(0 <= h["val_accuracy"] <= 1 for h in history)
+    assert history[-1]["val_accuracy"] == m["val_accuracy"] and (d / "curve.png").is_file()
 
 
 @pytest.mark.parametrize("extra", [["--set", "distill.kd=feature"], ["--set", "distill.kd=attention"],

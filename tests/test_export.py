@@ -9,7 +9,7 @@ import torch
 
 from evoprune import load_run
 from evoprune.export import load_exported, sha256
-from conftest import run_cli
+from conftest import TINY, run_cli
 
 
 def _cli(argv: list) -> tuple[int, str, str]:
@@ -39,6 +39,36 @@ def test_export_round_trip_is_identical(tiny_run, tmp_path):
     assert sum(p.numel() for p in reloaded.parameters()) == run.front[1]["n_params"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["n_params"] == run.front[1]["n_params"]
+    assert meta["weights"] == metrics["weights"] == "finetuned"
+
+
+@pytest.mark.parametrize("pick", [0, -1])
+def test_the_exported_model_scores_what_the_front_said(tiny_run, tmp_path, pick):
+    """Default weights: the fine-tune the search ran, so the front's validation accuracy, exactly (the
+    tiny run evaluated sequentially on a CPU)."""
+    run = load_run(tiny_run)
+    k = pick % len(run.front)
+    out = tmp_path / "exp"
+    rc, stdout, err = _cli(["export", tiny_run, "--pick", k, "--out", out, "--runs", 1])
+    assert rc == 0, err
+    meta = json.loads((out / "export.json").read_text())
+    front_acc = run.front[k]["accuracy"]
+    assert meta["val_accuracy"] == meta["front_val_accuracy"] == front_acc
+    assert run.val_accuracy(load_exported(out)) == front_acc  # measured again on the reloaded export
+    assert run.val_accuracy(run.subnet(k)) == front_acc and run.val_accuracy(run.subnet(k, "finetuned")) == front_acc
+    pruned, tuned = run.subnet(k, "pruned").state_dict(), load_exported(out).state_dict()
+    assert any(not torch.equal(pruned[n], tuned[n]) for n in tuned)  # the weights before the fine-tune differ
+
+
+def test_report_metrics_use_and_name_the_front_weights(tiny_run):
+    rc, stdout, err = _cli(["report", tiny_run, "--metrics", "--pick", 0, "--runs", 1])
+    assert rc == 0, err
+    doc = json.loads((tiny_run / "metrics.json").read_text())
+    assert doc["weights"] == "finetuned" and doc["front"][0]["weights"] == "finetuned"
+    assert doc["front"][0]["val_accuracy"] == doc["front"][0]["front_val_accuracy"]
+    assert (tiny_run / "metrics.png").is_file() and "finetuned" in stdout
+    rc, stdout, err = _cli(["report", tiny_run, "--metrics", "--pick", 0, "--runs", 1, "--weights", "pruned"])
+    assert rc == 0 and json.loads((tiny_run / "metrics.json").read_text())["front"][0]["weights"] == "pruned"
 
 
 @pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated")
@@ -50,7 +80,7 @@ def test_export_of_distilled_weights_and_torchscript(tiny_run, tmp_path):
     assert rc == 0, err
     assert "deprecated" not in err  # TorchScript's own deprecation notices are not the user's problem
     run = load_run(tiny_run)
-    model = run.subnet(0)
+    model = run.subnet(0, "pruned")
     model.load_state_dict(torch.load(tiny_run / "distill-0" / "model.pt", weights_only=True))
     x = _inputs(tiny_run)
     with torch.no_grad():
@@ -58,7 +88,8 @@ def test_export_of_distilled_weights_and_torchscript(tiny_run, tmp_path):
         assert torch.equal(load_exported(out)(x), expected)
         scripted = torch.jit.load(str(out / "subnet.torchscript.pt"))
         assert torch.allclose(scripted(x), expected, atol=1e-6)
-    assert json.loads((out / "export.json").read_text())["weights"].endswith("model.pt")
+    assert json.loads((out / "export.json").read_text())["weights"] == "distilled"
+    assert torch.equal(run.subnet(0, "distilled")(x), expected)
 
 
 def test_export_bad_input_exits_2(tiny_run, tmp_path):
@@ -101,7 +132,7 @@ def test_report_metrics(tiny_run):
     parent, member = doc["parent"], doc["front"][0]
     assert member["n_params"] < parent["n_params"] and member["macs"] < parent["macs"]
     assert member["state_dict_bytes"] < parent["state_dict_bytes"]
-    assert member["weights"] in ("pruned", "distilled")
+    assert member["weights"] == "finetuned"
     assert "top1" in out and "parent" in out
     assert _cli(["report", tiny_run, "--metrics", "--pick", 500])[0] == 2
 
@@ -122,3 +153,15 @@ def test_distilled_weights_of_another_genome_are_refused(tiny_run, tmp_path):
     finally:
         metrics.write_text(saved)
         shutil.rmtree(tmp_path / "x", ignore_errors=True)
+
+
+def test_a_batched_search_is_reproduced_within_the_documented_tolerance(tmp_path):
+    """The batched form fine-tunes masked individuals side by side; the export re-runs the fine-tune
+    sequentially, so rounding may move a few validation images (README: within 0.02)."""
+    rc, _, err = run_cli(["search", "--out", tmp_path / "run", "--quiet", "--set", "evaluator.kind=batched",
+                          *[f"--set={o}" for o in TINY]])
+    assert rc == 0, err
+    run = load_run(tmp_path / "run")
+    assert run.task["evaluator"]["kind"] == "batched", run.task["evaluator"]
+    for k in range(len(run.front)):
+        assert abs(run.val_accuracy(run.subnet(k)) - run.front[k]["accuracy"]) <= 0.02

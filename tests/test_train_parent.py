@@ -167,3 +167,23 @@ def test_the_cached_parent_records_the_epochs_it_trained(tmp_path):
     assert rc == 0, err
     meta = json.loads((tmp_path / "p" / "parent.json").read_text())
     assert 1 <= meta["epochs_trained"] <= 2 and meta["patience"] == 5
+
+
+def test_a_parent_trained_on_another_split_is_refused(tmp_path):
+    """Seed 1 splits the data differently: much of its validation and test split was seed 0's training data."""
+    out = tmp_path / "p"
+    assert _cli("train-parent", "--out", out, "--quiet", *_sets(TINY_PARENT))[0] == 0
+    weights = f"parent.weights={out / 'parent.pt'}"
+    rc, _, err = _cli("search", "--out", tmp_path / "r", "--quiet", *_sets(TINY_PARENT + TINY_SEARCH + [weights,
+                                                                                                         "seed=1"]))
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "another split of the data" in err and "split_seed: 0 there, 1 now" in err and "data.split_seed=0" in err
+    assert not (tmp_path / "r").exists()
+    for extra in (["data.val_fraction=0.3"], ["data.max_train_samples=100"]):
+        rc, _, err = _cli("search", "--out", tmp_path / "r", "--quiet", *_sets(TINY_PARENT + TINY_SEARCH + [weights]
+                                                                               + extra))
+        assert rc == 2 and extra[0].split("=")[0].split(".")[1] in err, err
+    # the same split under another search seed is fine
+    rc, _, err = _cli("search", "--out", tmp_path / "r", "--quiet",
+                      *_sets(TINY_PARENT + TINY_SEARCH + [weights, "seed=1", "data.split_seed=0"]))
+    assert rc == 0, err

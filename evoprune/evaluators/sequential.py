@@ -1,13 +1,14 @@
 """Sequential evaluator: materialise each genome structurally, KD fine-tune it, score it."""
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 import weakref
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -107,9 +108,25 @@ def make_kd_loss(model: nn.Module, fitness: "Fitness") -> tuple[KDLoss, list[tor
     return loss, targets
 
 
+@contextlib.contextmanager
+def one_thread_on_cpu(device: torch.device) -> Iterator[None]:
+    """torch on one thread while inside, on a CPU: how every CPU individual is fine-tuned and scored
+    (the thread count changes float rounding, so this is what makes a fine-tune reproducible)."""
+    if device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def finetune_and_recalibrate(model: nn.Module, fitness: "Fitness", steps: int | None = None) -> tuple[float, bool]:
     """The sequential fitness recipe: KD fine-tune, then (when configured) adaptive BN."""
-    kd_loss, finite = kd_finetune(model, fitness, steps)
+    with torch.enable_grad():  # callers may hold no_grad (e.g. `Run.subnet` inside an evaluation)
+        kd_loss, finite = kd_finetune(model, fitness, steps)
     if finite:
         recalibrate_bn(model, fitness, fitness.cfg.fitness.adaptive_bn)
     return kd_loss, finite
