@@ -25,6 +25,9 @@ pytestmark = pytest.mark.skipif(not fork_available(), reason="forked workers nee
 _PARENT = textwrap.dedent("""
     import faulthandler, os, signal, sys, time
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test's view into a hang
+    # Ctrl-C as a terminal delivers it: a test run started in the background (`pytest &`) hands its
+    # children SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from evoprune.evaluators.forked import ForkedPool
 
     def work(i):
