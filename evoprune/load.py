@@ -2,10 +2,11 @@
 
 torch's CPU kernels run on OpenMP threads that spin while they wait for a peer. On an idle machine
 that is the fastest way to wait; on a busy one the OS deschedules the peer and the spinning thread
-burns its share waiting for it: one epoch of a ResNet-20 parent at 32x32 took 20-55 s with two other
-CPU-bound processes running, against 4.4-5.3 s idle, and 9-12 s busy when waiting threads sleep
+burns its share waiting for it: one epoch of a ResNet-20 parent at 32x32 took 39 s with two other
+CPU-bound processes running, against 5.2 s idle, and 9.5-11 s busy when waiting threads sleep
 (OMP_WAIT_POLICY=PASSIVE). Sleeping has its own price on an idle machine: waking a thread costs tens
-of microseconds on a virtual machine, and that epoch took 6.1-6.5 s idle (results/bench_load.md).
+of microseconds on a virtual machine, and idle phases took 12-38% longer (medians, 2-core VM,
+results/bench_load.md).
 The wait policy does not change any result (the threads and their work are the same), so it is
 chosen by the load at start-up; the thread count, which would change float rounding, never is.
 """

@@ -203,9 +203,9 @@ def died_evaluating(exc: WorkerDied, genome: Genome | None, cfg: FitnessConfig) 
 
 def default_workers() -> int:
     """Individuals fine-tuned at once on a CPU: one per core, plus one. Individuals are coarse tasks, so
-    the extra worker cost nothing measurable on a quiet 2-core machine, while on a busy one (two other
-    CPU-bound processes) the default search took 1.73x its quiet time instead of 2.2x: the OS shares the
-    cores per process, and a fair half of two cores runs slower than one idle core (results/bench_load.md)."""
+    the extra worker cost nothing measurable on a quiet 2-core machine (16 digits genomes: 5.13 s against
+    5.18 s), while on a busy one (two other CPU-bound processes) it took 11.2 s against 12.35 s: the OS
+    shares the cores per process, so one more worker keeps a larger share (results/bench_load.md)."""
     return _cpu_count() + 1
 
 
