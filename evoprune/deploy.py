@@ -177,11 +177,10 @@ def front_metrics(run_dir: str, picks: list[int] | None = None, runs: int = 20,
     (`picks`, default all), each with `weights` (see `Run.subnet`; default: the fine-tune the search ran,
     whose validation accuracy front.json shows). Written to RUN_DIR/metrics.json."""
     from .atomic import write_json
-    from .data import load_task
     from .run import load_run
 
     run = load_run(run_dir)
-    data = load_task(run.config)
+    data = run.fitness().data  # the same data the members' validation accuracy is measured on
     picks = list(range(len(run.front))) if picks is None else picks
     doc: dict[str, Any] = {"split": "test", "weights": weights,
                            "parent": deployment_metrics(run.parent(), data.test_x, data.test_y, data.n_classes,

@@ -77,7 +77,6 @@ def export(run: Run, pick: int, out: str | Path, weights: str = "finetuned", tor
     (for `finetuned`, front.json's figure again); raises RuntimeError if the reloaded model (or the
     TorchScript / ONNX one) does not reproduce the model's outputs.
     """
-    from .data import load_task
     from .deploy import deployment_metrics
 
     if onnx:
@@ -86,7 +85,7 @@ def export(run: Run, pick: int, out: str | Path, weights: str = "finetuned", tor
     model = run.subnet(pick, weights).eval()
     val_accuracy = run.val_accuracy(model)
     parent_weights = Path(run.config.parent.weights) if run.config.parent.weights else run.dir / PARENT_WEIGHTS
-    data = load_task(run.config)
+    data = run.fitness().data  # loaded once, for the validation check above and the test split here
     out.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {
         "pick": pick, "weights": weights, "genome_key": run.genome(pick).key(),

@@ -64,7 +64,7 @@ class Fitness:
         self._stage(cfg)
         self.parent_n_params = count_params(self.parent)
         self.parent_macs = count_macs(self.parent, self.example_input)
-        self.parent_accuracy = top1(logits_of(self.parent, self.val_x), self.val_y.cpu())
+        self.parent_accuracy = self.val_accuracy(self.parent)
         self.evaluator, self.evaluator_info = choose_evaluator(self)
 
     # Not staged data: what `from_staged` takes as arguments or rebuilds (every other attribute is).
@@ -129,9 +129,13 @@ class Fitness:
               scratch: bool = False) -> Objectives:
         """Objectives of a (fine-tuned) model: validation accuracy and size against the parent.
         `scratch`: the model is discarded afterwards (counting may then mark it)."""
-        acc = top1(logits_of(model, self.val_x), self.val_y.cpu()) if finite else 0.0
+        acc = self.val_accuracy(model) if finite else 0.0
         return self._objectives(count_params(model), count_macs(model, self.example_input, scratch), acc, kd_loss,
                                 finite, seconds)
+
+    def val_accuracy(self, model: nn.Module) -> float:
+        """Top-1 of `model` on the fixed validation subset the search scores on."""
+        return top1(logits_of(model, self.val_x), self.val_y.cpu())
 
     def size_objectives(self, genome: Genome, accuracy: float, kd_loss: float, finite: bool,
                         seconds: float) -> Objectives:

@@ -102,11 +102,10 @@ class Run:
     def val_accuracy(self, model: nn.Module) -> float:
         """`model`'s accuracy on the validation inputs the search scored (as the search scored them)."""
         from .evaluators.sequential import one_thread_on_cpu
-        from .metrics import logits_of, top1
 
         fitness = self.fitness()
         with one_thread_on_cpu(fitness.device):
-            return top1(logits_of(model.to(fitness.device), fitness.val_x), fitness.val_y.cpu())
+            return fitness.val_accuracy(model.to(fitness.device))
 
 
 def _distilled_genome_key(directory: Path) -> str | None:

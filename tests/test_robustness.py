@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from conftest import run_cli
 from evoprune import atomic, load_config
 from evoprune.atomic import atomic_write, write_json, write_text
 from evoprune.config import Config
+from evoprune.evaluators.sequential import one_thread_on_cpu
 from evoprune.rundir import CHECKPOINT, CHECKPOINT_PREV, CheckpointError, RunWriter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,14 +33,8 @@ def _sets(overrides: list[str]) -> list[str]:
     return [f"--set={s}" for s in overrides]
 
 
-@contextmanager
 def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return one_thread_on_cpu(torch.device("cpu"))
 
 
 def _cli(argv: list) -> tuple[int, str, str]:

@@ -276,17 +276,12 @@ class SequentialEvaluator:
         workers = min(self.threads, len(genomes))
         # Largest first: the pool's last, lone individual is then a small one (less idle time).
         order = sorted(range(len(genomes)), key=lambda i: -sum(len(k) for k in genomes[i].values()))
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with sole_evaluation() as alone:
-                if workers <= 1:
-                    for i in order:
-                        done(i, self._one(genomes[i]))
-                elif not (self.pool == "processes" and alone and self._forked(genomes, order, done)):
-                    self._threads(genomes, order, workers, done)
-        finally:
-            torch.set_num_threads(previous)
+        with one_thread_on_cpu(self.fitness.device), sole_evaluation() as alone:
+            if workers <= 1:
+                for i in order:
+                    done(i, self._one(genomes[i]))
+            elif not (self.pool == "processes" and alone and self._forked(genomes, order, done)):
+                self._threads(genomes, order, workers, done)
         return results  # type: ignore[return-value]
 
     def _state(self) -> tuple[tuple, tuple]:
