@@ -223,7 +223,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         raise UsageError("--pick2 names the second student of deep mutual learning: add --set distill.dml=true")
     check_device(cfg)
     check_feature_layers(cfg, search=False)
-    from .final import distill_dir, run_distill
+    from .final import run_distill
+    from .rundir import distill_dir
 
     print(f"evoprune distill: front member {args.pick} of {run.dir} ({cfg.distill.epochs} epochs, kd={cfg.distill.kd}"
           f"{', deep mutual learning' if cfg.distill.dml else ''})", flush=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,15 +20,12 @@ from .distill import FEATURE_LOSSES, FeatureTap, KDLoss, default_feature_layers,
 from .fitness import resolve_device
 from .metrics import accuracy
 from .run import Run
+from .rundir import DISTILLED_MODEL, distill_dir
 
-MODEL = "model.pt"
+MODEL = DISTILLED_MODEL
 MODEL2 = "model2.pt"
 METRICS = "metrics.json"
 CURVE = "curve.png"  # train loss and validation accuracy per epoch
-
-
-def distill_dir(run_dir: str | Path, pick: int) -> Path:
-    return Path(run_dir) / f"distill-{pick}"
 
 
 def augment_kind(cfg: Config, input_shape: tuple[int, ...]) -> str:

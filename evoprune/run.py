@@ -13,7 +13,7 @@ from .config import Config, load_config
 from .genome import Genome
 from .parent import PARENT_WEIGHTS, build_parent, load_state_dict_file
 from .prune import materialise
-from .rundir import WEIGHTS
+from .rundir import DISTILLED_MODEL, WEIGHTS, distill_dir
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Run:
         example = torch.zeros((1, *self.task["input_shape"]))
         model = materialise(self.parent(), genome, example).eval()
         if weights == "distilled":
-            path = self.dir / f"distill-{i}" / "model.pt"
+            path = distill_dir(self.dir, i) / DISTILLED_MODEL
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
         return model
 
@@ -89,7 +89,7 @@ class Run:
         if not 0 <= i < len(self.front):
             return f"front member {i} does not exist (the front of {self.dir} has members 0..{len(self.front) - 1})"
         if weights == "distilled":
-            path = self.dir / f"distill-{i}" / "model.pt"
+            path = distill_dir(self.dir, i) / DISTILLED_MODEL
             if not path.is_file():
                 return (f"no distilled weights for front member {i} ({path}); run "
                         f"`python -m evoprune distill {self.dir} --pick {i}` first")

@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 CHECKPOINT = "checkpoint.json"
 CHECKPOINT_PREV = "checkpoint.prev.json"
 FORMAT_VERSION = 1
+WEIGHTS = ("finetuned", "pruned", "distilled")  # the weights a front member can be had with (Run.subnet)
+DISTILLED_MODEL = "model.pt"  # in distill_dir: `evoprune distill`'s weights of one front member
 # What a fresh search writes; a new run in an old run's directory removes these first, so that
 # neither a stale checkpoint nor a stale front can be mistaken for the new run's.
-WEIGHTS = ("finetuned", "pruned", "distilled")  # the weights a front member can be had with (Run.subnet)
 FAILED_GENOME = "failed-genome.json"  # the genome a crashed worker was fine-tuning, to reproduce it
 RUN_OUTPUTS = (CHECKPOINT, CHECKPOINT_PREV, "front.json", "front.csv", "evaluations.csv", "history.csv",
                "pareto.png", "hypervolume.png", "task.json", "space.json", FAILED_GENOME)
@@ -31,6 +32,11 @@ RUN_FILES = RUN_OUTPUTS + ("config.yaml", "parent.pt", "parent.json")
 
 class CheckpointError(RuntimeError):
     """No readable checkpoint in a run directory."""
+
+
+def distill_dir(run_dir: str | Path, pick: int) -> Path:
+    """Where `evoprune distill` writes front member `pick`'s student."""
+    return Path(run_dir) / f"distill-{pick}"
 
 
 def rng_to_json(rng: random.Random) -> list[Any]:
