@@ -1,4 +1,4 @@
 """python -m evoprune -> the command-line interface."""
-from .cli import main
+from evoprune.cli.main import main
 
 raise SystemExit(main())

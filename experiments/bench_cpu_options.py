@@ -24,9 +24,9 @@ from pathlib import Path
 from bench_fitness import ROOT, make_task, naive_loop, timed
 from provenance import provenance
 
-from evoprune.evaluators import SequentialEvaluator
-from evoprune.fitness import Fitness
-from evoprune.population import initial_population
+from evoprune.fitness.evaluators import SequentialEvaluator
+from evoprune.fitness.facade import Fitness
+from evoprune.evolve.population import initial_population
 
 CORES = os.cpu_count() or 1
 VARIANTS = {  # name: (evaluator.pool, evaluator.threads)

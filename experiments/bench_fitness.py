@@ -29,16 +29,16 @@ from torch.utils.data import DataLoader, TensorDataset
 from provenance import calibration, git_commit
 
 from evoprune import load_config
-from evoprune.data import TaskData, load_data
-from evoprune.distill import hinton_kd
-from evoprune.evaluators import BatchedEvaluator, SequentialEvaluator, choose_evaluator
-from evoprune.fitness import Fitness
-from evoprune.importance import build_space
+from evoprune.data.task import TaskData, load_data
+from evoprune.fitness.losses import hinton_kd
+from evoprune.fitness.evaluators import BatchedEvaluator, SequentialEvaluator, choose_evaluator
+from evoprune.fitness.facade import Fitness
+from evoprune.pruning.importance import build_space
 from evoprune.metrics import count_macs
-from evoprune.models import build_model
-from evoprune.parent import train_parent
-from evoprune.population import initial_population
-from evoprune.prune import materialise
+from evoprune.parent.models import build_model
+from evoprune.parent.train import train_parent
+from evoprune.evolve.population import initial_population
+from evoprune.pruning.materialise import materialise
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -70,8 +70,8 @@ def _child(phase: str, policy: str) -> float:
     if policy == "one_thread":
         torch.set_num_threads(1)
     if phase in ("parent", "parent_resnet20"):
-        from evoprune.data import load_task
-        from evoprune.parent import build_parent, train_parent
+        from evoprune.data.task import load_task
+        from evoprune.parent.train import build_parent, train_parent
 
         over = DIGITS + (["parent.arch=resnet20", "data.image_size=32"] if phase == "parent_resnet20" else [])
         cfg = load_config(overrides=over)
@@ -86,7 +86,7 @@ def _child(phase: str, policy: str) -> float:
     if phase in ("fitness", "ray"):
         import random
 
-        from evoprune.population import initial_population
+        from evoprune.evolve.population import initial_population
 
         extra = ["evaluator.backend=ray", "evaluator.workers=2"] if phase == "ray" else []
         if policy == "one_per_core":
@@ -101,7 +101,7 @@ def _child(phase: str, policy: str) -> float:
             fitness.evaluator.close()
         return seconds
     if phase == "distill":
-        from evoprune.final import distill_model
+        from evoprune.deploy.distill import distill_model
 
         fitness = build_fitness(load_config(overrides=DIGITS), progress=False)
         student = fitness.subnet(fitness.space.uniform(0.5))
@@ -111,7 +111,7 @@ def _child(phase: str, policy: str) -> float:
         distill_model(student, fitness.parent, fitness.data, cfg, 1, torch.device("cpu"))
         return time.perf_counter() - start
     if phase == "metrics":
-        from evoprune.deploy import deployment_metrics
+        from evoprune.deploy.metrics import deployment_metrics
 
         fitness = build_fitness(load_config(overrides=DIGITS), progress=False)
         data = fitness.data

@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 
 from evoprune import build_fitness, load_config
-from evoprune.evaluators import RayEvaluator, SequentialEvaluator
-from evoprune.population import initial_population
+from evoprune.fitness.evaluators import RayEvaluator, SequentialEvaluator
+from evoprune.evolve.population import initial_population
 
 ROOT = Path(__file__).resolve().parents[1]
 

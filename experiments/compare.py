@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 
 from evoprune import build_fitness, load_config
-from evoprune.distill import hinton_kd
+from evoprune.fitness.losses import hinton_kd
 from evoprune.genome import Genome
 from evoprune.metrics import accuracy
 from evoprune.objectives import Objectives
-from evoprune.pareto import front_indices, hypervolume
-from evoprune.search import Search
+from evoprune.evolve.pareto import front_indices, hypervolume
+from evoprune.evolve.loop import Search
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every method gets the same budget; the searches use populations of 16 so that the budget buys
@@ -96,7 +96,7 @@ def search_run(fitness, mode: str, budget: int, scalar_lambda: float = 0.0) -> t
 
 def final_finetune(fitness, genome: Genome, epochs: int, seed: int) -> float:
     """The same final KD fine-tune for every compared subnet; returns TEST accuracy."""
-    from evoprune.prune import materialise
+    from evoprune.pruning.materialise import materialise
 
     cfg = fitness.cfg.fitness
     data = fitness.data

@@ -40,7 +40,7 @@ def tiny_fitness():
 
 def run_cli(argv: list) -> tuple[int, str, str]:
     """Run `python -m evoprune ARGV` in-process: (exit code, stdout, stderr)."""
-    from evoprune.cli import main
+    from evoprune.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):

@@ -14,12 +14,12 @@ import torch
 from PIL import Image
 
 from evoprune import load_config, load_run
-from evoprune.cli import main
-from evoprune.importance import build_space
+from evoprune.cli.main import main
+from evoprune.pruning.importance import build_space
 from evoprune.metrics import count_params
-from evoprune.archs import input_channels
-from evoprune.models import build_model
-from evoprune.prune import materialise
+from evoprune.config.archs import input_channels
+from evoprune.parent.models import build_model
+from evoprune.pruning.materialise import materialise
 
 ONE_GENERATION = ["search.population=4", "search.offspring=4", "search.generations=1", "fitness.steps=2",
                   "fitness.batch_size=16", "fitness.finetune_samples=32", "parent.epochs=1",

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import evoprune
-from evoprune.cli import main
+from evoprune.cli.main import main
 from evoprune.config import Config, config_from_dict, load_config
 
 DEFAULT = Config().to_dict()
@@ -116,7 +116,7 @@ def test_what_the_evaluator_needs_is_checked_before_the_parent_is_trained(tmp_pa
     if missing == "ray":
         monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     else:
-        monkeypatch.setattr("evoprune.evaluators.forked.fork_available", lambda: False)
+        monkeypatch.setattr("evoprune.fitness.evaluators.forked.fork_available", lambda: False)
     with mock.patch("evoprune.fitness.build_fitness", _reached):  # never reached
         assert where in _bad_input(["search", "--out", tmp_path / "run", "--set", setting])
     assert not (tmp_path / "run").exists()
@@ -145,8 +145,8 @@ def test_paths_the_system_refuses_to_look_at(tmp_path, argv):
 
 # -- parent.weights ----------------------------------------------------------------------------------------
 def test_parent_weights_problems_are_found_before_any_work(tmp_path):
-    from evoprune.data import load_data
-    from evoprune.parent import build_parent
+    from evoprune.data.task import load_data
+    from evoprune.parent.train import build_parent
 
     cfg = Config()
     cfg.parent.width = 8

@@ -13,7 +13,7 @@ from PIL import Image
 
 from evoprune import ConfigError
 from evoprune.config import DataConfig
-from evoprune.data import DatasetUnavailable, augment_batch, load_data, stratified_take
+from evoprune.data.task import DatasetUnavailable, augment_batch, load_data, stratified_take
 
 
 def make_imagefolder(root: Path, classes: int = 3, per_class: int = 10, size=(12, 10), mode: str = "RGB",
@@ -103,7 +103,7 @@ def test_digits_resized_for_a_cifar_parent():
 
 def test_load_task_gives_a_torchvision_parent_three_channels():
     from evoprune import load_config
-    from evoprune.data import load_task
+    from evoprune.data.task import load_task
 
     assert load_task(load_config(overrides=["parent.arch=resnet18", "data.image_size=16"])).input_shape == (3, 16, 16)
     assert load_task(load_config(overrides=["parent.arch=resnet20"])).input_shape == (1, 8, 8)

@@ -6,10 +6,10 @@ import io
 import pytest
 import torch
 
-from evoprune.deploy import (activation_bytes, classification_metrics, deployment_metrics, latency_ms,
+from evoprune.deploy.metrics import (activation_bytes, classification_metrics, deployment_metrics, latency_ms,
                              state_dict_bytes)
 from evoprune.metrics import count_params
-from evoprune.models import simple_cnn
+from evoprune.parent.models import simple_cnn
 
 KEYS = {"top1", "top5", "precision_macro", "recall_macro", "f1_macro", "n_samples", "n_params", "macs",
         "state_dict_bytes", "latency_ms", "memory", "threads"}

@@ -9,13 +9,13 @@ import torch
 
 from evoprune import build_fitness, load_config
 from evoprune.config import KD_LOSSES as CONFIG_KD_LOSSES
-from evoprune.distill import (FEATURE_LOSSES, KD_LOSSES, LOGIT_LOSSES, KDLoss, attention_map, default_feature_layers,
+from evoprune.fitness.losses import (FEATURE_LOSSES, KD_LOSSES, LOGIT_LOSSES, KDLoss, attention_map, default_feature_layers,
                               logit_kd, logit_kd_per_model, mutual_kl, teacher_feature_targets)
-from evoprune.evaluators import SequentialEvaluator
-from evoprune.final import augment, augment_kind
-from evoprune.models import cifar_resnet
-from evoprune.population import initial_population
-from evoprune.search import Search
+from evoprune.fitness.evaluators import SequentialEvaluator
+from evoprune.deploy.distill import augment, augment_kind
+from evoprune.parent.models import cifar_resnet
+from evoprune.evolve.population import initial_population
+from evoprune.evolve.loop import Search
 from conftest import TINY, run_cli
 
 
@@ -120,7 +120,7 @@ def test_batched_request_falls_back_to_sequential_for_feature_losses():
 
 
 def test_batched_follows_the_logit_loss():
-    from evoprune.evaluators import BatchedEvaluator
+    from evoprune.fitness.evaluators import BatchedEvaluator
 
     cfg = load_config(overrides=TINY + ["fitness.kd=smooth_l1", "evaluator.kind=batched"])
     fitness = build_fitness(cfg, None, progress=False)

@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from evoprune import ConfigError, load_config
-from evoprune.data import load_data
-from evoprune.evaluators import BatchedEvaluator, SequentialEvaluator, choose_evaluator
-from evoprune.evaluators.batched import Unsupported, mask_plan
-from evoprune.fitness import Fitness
-from evoprune.importance import build_space
-from evoprune.population import initial_population
+from evoprune.data.task import load_data
+from evoprune.fitness.evaluators import BatchedEvaluator, SequentialEvaluator, choose_evaluator
+from evoprune.fitness.evaluators.batched import Unsupported, mask_plan
+from evoprune.fitness.facade import Fitness
+from evoprune.pruning.importance import build_space
+from evoprune.evolve.population import initial_population
 from conftest import TINY
 
 
@@ -33,7 +33,7 @@ def test_batched_and_sequential_give_the_same_objectives(tiny_fitness):
 
 def test_masked_forward_equals_pruned_forward(tiny_fitness):
     from evoprune.metrics import logits_of
-    from evoprune.prune import materialise
+    from evoprune.pruning.materialise import materialise
 
     genomes = _genomes(tiny_fitness, 3, seed=1)
     ev = BatchedEvaluator(tiny_fitness)
@@ -112,7 +112,7 @@ def test_channel_mixing_parent_falls_back_to_sequential():
 
 
 def test_auto_follows_the_rule_and_reports_why(tiny_fitness, monkeypatch):
-    from evoprune.evaluators import choose
+    from evoprune.fitness.evaluators import choose
 
     tiny_fitness.cfg.evaluator.kind = "auto"
     monkeypatch.setattr(choose, "prefers_batched", lambda device: True)
@@ -146,7 +146,7 @@ def test_process_pool_reports_progress_and_raises_a_childs_error(tiny_fitness):
 @pytest.mark.parametrize("option", ["fitness.precision=bf16", "fitness.channels_last=true", "fitness.grad_clip=0.5"])
 def test_fitness_options_run_both_ways(option):
     from evoprune import build_fitness
-    from evoprune.amp import channels_last_cpu_problem
+    from evoprune.fitness.precision import channels_last_cpu_problem
 
     if option == "fitness.channels_last=true" and channels_last_cpu_problem():  # e.g. torch 2.14.1
         with pytest.raises(ConfigError, match="fitness.channels_last: true, but .* corrupts memory"):
@@ -161,8 +161,8 @@ def test_fitness_options_run_both_ways(option):
 
 
 def test_adaptive_bn_is_the_mean_of_batch_statistics(tiny_fitness):
-    from evoprune.evaluators.sequential import bn_layers, recalibrate_bn
-    from evoprune.prune import materialise
+    from evoprune.fitness.evaluators.sequential import bn_layers, recalibrate_bn
+    from evoprune.pruning.materialise import materialise
 
     model = materialise(tiny_fitness.parent, tiny_fitness.space.uniform(0.5), tiny_fitness.example_input)
     first_bn = bn_layers(model)[0]

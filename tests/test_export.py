@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from evoprune import load_run
-from evoprune.export import load_exported, sha256
+from evoprune.deploy.export import load_exported, sha256
 from conftest import TINY, run_cli
 
 

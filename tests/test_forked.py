@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from evoprune.evaluators import SequentialEvaluator, forked
-from evoprune.evaluators.forked import ForkedPool, WorkerDied, fork_available
-from evoprune.population import initial_population
+from evoprune.fitness.evaluators import SequentialEvaluator, forked
+from evoprune.fitness.evaluators.forked import ForkedPool, WorkerDied, fork_available
+from evoprune.evolve.population import initial_population
 
 pytestmark = pytest.mark.skipif(not fork_available(), reason="forked workers need Linux")
 
@@ -28,7 +28,7 @@ _PARENT = textwrap.dedent("""
     # Ctrl-C as a terminal delivers it: a test run started in the background (`pytest &`) hands its
     # children SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    from evoprune.evaluators.forked import ForkedPool
+    from evoprune.fitness.evaluators.forked import ForkedPool
 
     def work(i):
         open(os.path.join(sys.argv[1], f"child{i}"), "w").write(str(os.getpid()))

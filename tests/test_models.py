@@ -10,9 +10,9 @@ import torchvision
 from torch import nn
 
 from evoprune import ConfigError, load_config
-from evoprune.archs import ARCHS, BUILTIN_ARCHS, arch_problem, input_channels, known_archs
-from evoprune.models import WeightsUnavailable, build_model, classifier_of, replace_classifier
-from evoprune.parent import build_parent
+from evoprune.config.archs import ARCHS, BUILTIN_ARCHS, arch_problem, input_channels, known_archs
+from evoprune.parent.models import WeightsUnavailable, build_model, classifier_of, replace_classifier
+from evoprune.parent.train import build_parent
 
 
 @pytest.mark.parametrize("arch", ARCHS)

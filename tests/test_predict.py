@@ -10,8 +10,8 @@ from conftest import run_cli
 from PIL import Image
 
 from evoprune import load_config
-from evoprune.data import load_task
-from evoprune.export import load_exported
+from evoprune.data.task import load_task
+from evoprune.deploy.export import load_exported
 
 
 @pytest.fixture(scope="module")

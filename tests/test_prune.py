@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from evoprune import load_config
-from evoprune.importance import build_space
+from evoprune.pruning.importance import build_space
 from evoprune.metrics import count_params
-from evoprune.models import build_model
-from evoprune.population import pruned_genome
-from evoprune.prune import materialise
+from evoprune.parent.models import build_model
+from evoprune.evolve.population import pruned_genome
+from evoprune.pruning.materialise import materialise
 
 X = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
 

@@ -10,9 +10,9 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from evoprune import ConfigError, build_fitness, load_config  # noqa: E402
-from evoprune.evaluators import RayEvaluator  # noqa: E402
-from evoprune.evaluators.ray_backend import CRASH_ENV  # noqa: E402
-from evoprune.search import Search  # noqa: E402
+from evoprune.fitness.evaluators import RayEvaluator  # noqa: E402
+from evoprune.fitness.evaluators.ray import CRASH_ENV  # noqa: E402
+from evoprune.evolve.loop import Search  # noqa: E402
 
 RAY = ["evaluator.backend=ray", "evaluator.workers=2"]
 
@@ -83,7 +83,7 @@ def test_a_worker_dying_mid_chunk_loses_nothing_and_counts_nothing_twice(local_r
 
 
 def test_a_killed_worker_is_replaced_and_its_genomes_evaluated(tiny_fitness, tiny_overrides):
-    from evoprune.population import initial_population
+    from evoprune.evolve.population import initial_population
     import random
 
     genomes = [g for g, _ in initial_population(tiny_fitness.space, tiny_fitness.cfg.population, 6,
@@ -119,7 +119,7 @@ def test_ray_settings_are_checked_before_any_worker_starts(tiny_fitness, tiny_ov
 def test_the_parent_travels_as_a_state_dict_or_whole_when_the_config_cannot_build_it(tiny_fitness, tiny_overrides):
     import torch
 
-    from evoprune.evaluators.ray_backend import _build_parent, _parent_payload
+    from evoprune.fitness.evaluators.ray import _build_parent, _parent_payload
 
     cfg = load_config(overrides=tiny_overrides)
     payload = _parent_payload(tiny_fitness, cfg)

@@ -18,8 +18,8 @@ from conftest import run_cli
 from evoprune import atomic, load_config
 from evoprune.atomic import atomic_write, write_json, write_text
 from evoprune.config import Config
-from evoprune.evaluators.sequential import one_thread_on_cpu
-from evoprune.rundir import CHECKPOINT, CHECKPOINT_PREV, CheckpointError, RunWriter
+from evoprune.fitness.evaluators.sequential import one_thread_on_cpu
+from evoprune.run.writer import CHECKPOINT, CHECKPOINT_PREV, CheckpointError, RunWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 # One thread per process: on a small shared machine, torch's default (all cores, per process)
@@ -308,7 +308,7 @@ def _interrupt(*args, **kwargs):
 
 def test_ctrl_c_during_search_prints_the_resume_command(finished_run, tmp_path, monkeypatch):
     run = _copy_run(finished_run, tmp_path / "run")
-    monkeypatch.setattr("evoprune.search.Search.run", _interrupt)
+    monkeypatch.setattr("evoprune.evolve.loop.Search.run", _interrupt)
     with _one_thread():
         rc, _, err = _cli(["search", "--resume", run, "--quiet"])
     assert rc == 130
@@ -318,7 +318,7 @@ def test_ctrl_c_during_search_prints_the_resume_command(finished_run, tmp_path, 
 
 def test_ctrl_c_of_a_fresh_run_after_its_first_checkpoint_prints_the_resume_command(tmp_path, monkeypatch,
                                                                                    tiny_overrides):
-    from evoprune.search import Search
+    from evoprune.evolve.loop import Search
 
     real_checkpoint = Search._checkpoint
 
@@ -376,14 +376,14 @@ def _dies_on_marked_genomes(self, genome):
     return _REAL_ONE(self, genome)
 
 
-from evoprune.evaluators.sequential import SequentialEvaluator  # noqa: E402
+from evoprune.fitness.evaluators.sequential import SequentialEvaluator  # noqa: E402
 
 _REAL_ONE = SequentialEvaluator._one
 
 
 def test_a_crashed_worker_stops_the_search_with_one_paragraph_and_keeps_the_genome(tmp_path, monkeypatch,
                                                                                   tiny_overrides):
-    from evoprune.search import Search
+    from evoprune.evolve.loop import Search
 
     marker = tmp_path / "crash-now"
     monkeypatch.setenv("EVOPRUNE_TEST_MARKER", str(marker))

@@ -12,8 +12,8 @@ import torch
 from conftest import TINY
 from evoprune import Genome, SearchSpace, build_fitness, load_config, load_run
 from evoprune.metrics import count_params
-from evoprune.parent import PARENT_META, PARENT_WEIGHTS
-from evoprune.search import Search
+from evoprune.parent.train import PARENT_META, PARENT_WEIGHTS
+from evoprune.evolve.loop import Search
 
 FRONT_FIELDS = {"genome", "accuracy", "n_params", "macs", "size_ratio"}
 X = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -288,7 +288,7 @@ def test_scalar_mode(run_a, tmp_path):
 # -- run directory hygiene and edge cases ------------------------------------------------------
 
 def test_resume_without_a_checkpoint_fails_clearly(run_a, tmp_path):
-    from evoprune.rundir import CheckpointError
+    from evoprune.run.writer import CheckpointError
 
     d = _new_dir(tmp_path, "empty", run_a[0])
     with pytest.raises(CheckpointError, match="no usable checkpoint"):

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from evoprune import Genome, SearchSpace, load_config
-from evoprune.importance import build_space
-from evoprune.models import build_model
-from evoprune.space import GroupSpec, group_floor
+from evoprune.pruning.importance import build_space
+from evoprune.parent.models import build_model
+from evoprune.pruning.space import GroupSpec, group_floor
 
 # simple_cnn(width=8): stem (8), block 1 conv1 (8), stage 2 conv1 (16), stage 2 residual (16), block 2 conv1 (16)
 EXPECTED_GROUPS = [("stem.0", 8), ("layers.0.0.conv1", 8), ("layers.1.0.conv1", 16),

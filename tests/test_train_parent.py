@@ -9,11 +9,11 @@ import torch
 import torchvision
 from conftest import run_cli
 
-import evoprune.parent
+import evoprune.parent.train
 from evoprune import load_config, load_run
-from evoprune.data import load_data
-from evoprune.models import build_model, classifier_of
-from evoprune.parent import _epochs, frozen_epochs, train_parent
+from evoprune.data.task import load_data
+from evoprune.parent.models import build_model, classifier_of
+from evoprune.parent.train import _epochs, frozen_epochs, train_parent
 
 TINY_PARENT = ["parent.width=4", "parent.epochs=1", "data.max_train_samples=120", "data.max_eval_samples=60"]
 TINY_SEARCH = ["search.population=4", "search.offspring=4", "search.generations=1", "fitness.steps=2",
@@ -129,8 +129,8 @@ def test_pretrained_parent_is_transfer_learned_from_the_cached_imagenet_weights(
         started["frozen_epochs"] = kwargs["frozen_epochs"]
         return real(model, *args, **kwargs)
 
-    real = evoprune.parent.train_parent
-    monkeypatch.setattr(evoprune.parent, "train_parent", spy)
+    real = evoprune.parent.train.train_parent
+    monkeypatch.setattr(evoprune.parent.train, "train_parent", spy)
     out = tmp_path / "p"
     rc, stdout, err = _cli("train-parent", "--out", out, "--quiet", "--set", "parent.arch=mobilenet_v2",
                            "--set", "parent.pretrained=imagenet", "--set", "parent.frozen_epochs=1",
@@ -152,7 +152,7 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience(monkeypatc
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
         return next(scores)
 
-    monkeypatch.setattr(evoprune.parent, "accuracy", fake_accuracy)
+    monkeypatch.setattr(evoprune.parent.train, "accuracy", fake_accuracy)
     torch.manual_seed(0)
     model = build_model("simple_cnn", 10, 1, 4)
     model, trained = train_parent(model, data, epochs=10, lr=0.05, batch_size=32, seed=0, progress=False,

@@ -8,10 +8,10 @@ import torch
 
 from evoprune import load_config
 from evoprune.config import CRITERIA
-from evoprune.importance import build_space
-from evoprune.models import build_model
-from evoprune.population import initial_population, pruned_genome
-from evoprune.variation import CROSSOVERS, crossover, mutate
+from evoprune.pruning.importance import build_space
+from evoprune.parent.models import build_model
+from evoprune.evolve.population import initial_population, pruned_genome
+from evoprune.evolve.variation import CROSSOVERS, crossover, mutate
 
 SEEDS = range(200)
 
@@ -232,7 +232,7 @@ def test_initial_population_reproducible(tiny_fitness):
 
 def test_initial_population_in_a_tiny_space_returns_fewer_distinct():
     """A space with few possible genomes gives fewer individuals rather than duplicates."""
-    from evoprune.space import GroupSpec, SearchSpace
+    from evoprune.pruning.space import GroupSpec, SearchSpace
 
     space = SearchSpace([GroupSpec("a", 2, 1, 1), GroupSpec("b", 2, 2, 1)], {"l1": {"a": [0, 1], "b": [1, 0]}})
     pop_cfg = load_config(overrides=["population.criteria=[l1]"]).population

@@ -1,0 +1,4 @@
+"""The command line: subcommands and their up-front input checks."""
+from evoprune.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,254 @@
+"""Datasets as in-memory tensors with seeded, stratified train/val/test splits.
+
+Sources: the embedded scikit-learn `digits`; torchvision CIFAR-10/100, MNIST and Fashion-MNIST
+(downloaded into `data.root` when online, else a clear error saying where the files go); and
+`imagefolder`, an ImageNet-style tree of class subfolders. Every split is decoded once, resized
+(`data.image_size`), scaled to [0, 1] and normalised per channel with statistics of the train
+split only. Grayscale data are repeated to 3 channels when the parent needs it (torchvision
+models): an `expand`ed view, so the 3 channels cost no memory. Validation is carved from train
+(stratified, seeded); test is kept for final reports and never used for selection.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from evoprune.config import Config, ConfigError, DataConfig
+from evoprune.data.preprocess import Preprocessing
+
+TORCHVISION_DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist")
+AUGMENT_AUTO = {"digits": "none", "mnist": "crop"}  # every other dataset: crop_flip
+DEFAULT_ROOT = "data"
+
+
+class DatasetUnavailable(FileNotFoundError):
+    """The dataset's files are not there (and could not be downloaded); the message says where they go."""
+
+
+@dataclass
+class TaskData:
+    """A classification task held as tensors; test is kept for final reports, never for selection.
+
+    The x tensors may be `expand`ed views (grayscale repeated to 3 channels): index or copy them,
+    never write into them in place.
+    """
+
+    name: str
+    train_x: torch.Tensor  # (N, C, H, W) float32, normalised
+    train_y: torch.Tensor  # (N,) int64
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    n_classes: int
+    augment: str = "none"  # parent-training augmentation policy: none, crop, flip, crop_flip
+    class_names: list[str] | None = None
+    preprocessing: Preprocessing | None = None  # how an 8-bit image file becomes an input like these
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        return torch.zeros((batch, *self.input_shape))
+
+    def describe(self) -> dict:
+        return {"name": self.name, "input_shape": list(self.input_shape), "n_classes": self.n_classes,
+                "n_train": len(self.train_y), "n_val": len(self.val_y), "n_test": len(self.test_y),
+                "augment": self.augment}
+
+
+def stratified_split(y: np.ndarray, val_fraction: float, test_fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of train, val and test, stratified by label and fixed by `seed`."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    try:
+        rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
+        val_share = val_fraction / (1.0 - test_fraction)
+        train, val = train_test_split(rest, test_size=val_share, stratify=y[rest], random_state=seed + 1)
+    except ValueError as exc:  # too few samples per class for the fractions asked
+        raise ConfigError("data.val_fraction", f"cannot split {len(y)} samples of {len(np.unique(y))} classes "
+                          f"into train/val/test stratified by class ({exc}); use more data or larger "
+                          f"fractions") from None
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def stratified_holdout(idx: np.ndarray, y: np.ndarray, fraction: float, seed: int,
+                       key: str = "data.val_fraction") -> tuple[np.ndarray, np.ndarray]:
+    """Split `idx` (labels `y[idx]`) into kept and held-out indices, stratified, fixed by `seed`."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        keep, held = train_test_split(idx, test_size=fraction, stratify=y[idx], random_state=seed)
+    except ValueError as exc:
+        raise ConfigError(key, f"cannot hold out {fraction} of {len(idx)} samples stratified by class "
+                               f"({exc}); use more data or a larger fraction") from None
+    return np.sort(keep), np.sort(held)
+
+
+def stratified_take(idx: np.ndarray, y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """At most `n` of `idx`, classes interleaved in a seeded random order (a stratified subset)."""
+    if n <= 0 or n >= len(idx):
+        return idx
+    rng = np.random.default_rng(seed)
+    shuffled = idx[rng.permutation(len(idx))]
+    labels = y[shuffled]
+    rank = np.zeros(len(shuffled), dtype=np.int64)  # position of each sample within its class
+    for c in np.unique(labels):
+        where = labels == c
+        rank[where] = np.arange(where.sum())
+    order = np.lexsort((rng.random(len(shuffled)), rank))  # round-robin over classes
+    return np.sort(shuffled[order[:n]])
+
+
+# -- sources: labels per split and a way to decode the chosen samples ------------------------------
+@dataclass
+class Source:
+    """`labels[split]` for the splits the source has (`all`, or `train` and maybe `val`, `test`);
+    `fetch({key: (split, indices)})` decodes each as float32 (n, C, H, W) in [0, 1], all at once
+    (so an image folder picks one colour mode for every split)."""
+
+    labels: dict[str, np.ndarray]
+    fetch: Callable[[dict[str, tuple[str, np.ndarray]]], dict[str, np.ndarray]]
+    classes: list[str] | None = None
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = bunch.images.astype(np.float32)[:, None] / 16.0  # (1797, 1, 8, 8) in [0, 1]
+    return x, bunch.target.astype(np.int64)
+
+
+def _digits_source(cfg: DataConfig) -> Source:
+    x, y = _digits()
+    return Source({"all": y}, lambda sel: {k: x[i] for k, (_, i) in sel.items()})
+
+
+def _source(cfg: DataConfig) -> Source:
+    if cfg.name == "digits":
+        return _digits_source(cfg)
+    from evoprune.data.sources_torchvision import imagefolder_source, torchvision_source
+
+    if cfg.name in TORCHVISION_DATASETS:
+        return torchvision_source(cfg)
+    if cfg.name == "imagefolder":
+        return imagefolder_source(cfg)
+    raise ValueError(f"unknown dataset {cfg.name!r}")  # config validation admits only known names
+
+
+def _splits(cfg: DataConfig, labels: dict[str, np.ndarray], seed: int) -> dict[str, tuple[str, np.ndarray]]:
+    """For train, val and test: (source split, indices into it)."""
+    if "all" in labels:
+        train, val, test = stratified_split(labels["all"], cfg.val_fraction, cfg.test_fraction, seed)
+        return {"train": ("all", train), "val": ("all", val), "test": ("all", test)}
+    y = labels["train"]
+    train = np.arange(len(y))
+    out = {}
+    if "test" in labels and len(labels["test"]):
+        out["test"] = ("test", np.arange(len(labels["test"])))
+    else:  # no test split of its own: carve one from train
+        train, test = stratified_holdout(train, y, cfg.test_fraction, seed, "data.test_fraction")
+        out["test"] = ("train", test)
+    if "val" in labels and len(labels["val"]):
+        out["val"] = ("val", np.arange(len(labels["val"])))
+    else:  # the official train split gives up val_fraction of itself
+        train, val = stratified_holdout(train, y, cfg.val_fraction, seed + 1)
+        out["val"] = ("train", val)
+    out["train"] = ("train", train)
+    return out
+
+
+def _resize(x: np.ndarray, size: int | None) -> np.ndarray:
+    if size is None or x.shape[-2:] == (size, size) or len(x) == 0:
+        return x
+    t = F.interpolate(torch.from_numpy(x), size=(size, size), mode="bilinear", align_corners=False,
+                      antialias=True)
+    return t.clamp_(0, 1).numpy()
+
+
+def augment_policy(cfg: DataConfig) -> str:
+    return AUGMENT_AUTO.get(cfg.name, "crop_flip") if cfg.augment == "auto" else cfg.augment
+
+
+def split_seed(cfg: DataConfig, seed: int) -> int:
+    """The seed of the train/val/test split: `data.split_seed`, else the run's seed."""
+    return cfg.split_seed if cfg.split_seed is not None else seed
+
+
+def load_data(cfg: DataConfig, seed: int, channels: int | None = None) -> TaskData:
+    """Build the task's tensors; normalisation statistics come from train only.
+
+    `channels`: what the parent needs (3 for torchvision models; None: the data's own). Grayscale
+    is repeated to 3 channels (a view); other mismatches are an error.
+    """
+    seed = split_seed(cfg, seed)
+    src = _source(cfg)
+    where = _splits(cfg, src.labels, seed)
+    caps = {"train": cfg.max_train_samples, "val": cfg.max_eval_samples, "test": cfg.max_eval_samples}
+    for k, (split, idx) in where.items():
+        where[k] = (split, stratified_take(idx, src.labels[split], caps[k], seed + 3))
+    decoded = src.fetch(where)
+    x = {k: _resize(decoded[k], cfg.image_size) for k in where}
+    y = {k: src.labels[split][idx] for k, (split, idx) in where.items()}
+    n_channels = x["train"].shape[1]
+    mean = np.stack([x["train"][:, c].mean() for c in range(n_channels)])[None, :, None, None]
+    std = np.stack([x["train"][:, c].std() for c in range(n_channels)])[None, :, None, None] + 1e-8
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    def normalised(a: np.ndarray) -> torch.Tensor:
+        out = t((a - mean) / std)
+        if channels is not None and channels != n_channels:
+            if n_channels != 1:
+                raise ConfigError("data.name", f"{cfg.name} has {n_channels} channels; the parent needs {channels}")
+            out = out.expand(-1, channels, -1, -1)
+        return out
+
+    n_classes = int(max(int(v.max()) for v in src.labels.values() if len(v))) + 1
+    if src.classes is not None:
+        n_classes = max(n_classes, len(src.classes))
+    class_names = list(src.classes) if src.classes is not None else [str(c) for c in range(n_classes)]
+    resize = None if cfg.image_size is None else ("shorter_side_crop" if cfg.name == "imagefolder" else "square")
+    prep = Preprocessing("L" if n_channels == 1 else "RGB", list(x["train"].shape[-2:]), resize,
+                         [float(v) for v in mean.ravel()], [float(v) for v in std.ravel()],
+                         channels if channels is not None else n_channels, class_names)
+    return TaskData(name=cfg.name, train_x=normalised(x["train"]), train_y=t(y["train"]),
+                    val_x=normalised(x["val"]), val_y=t(y["val"]), test_x=normalised(x["test"]),
+                    test_y=t(y["test"]), n_classes=n_classes, augment=augment_policy(cfg),
+                    class_names=class_names, preprocessing=prep)
+
+
+def load_task(cfg: Config) -> TaskData:
+    """The task's data as the configured parent needs them (grayscale repeated to 3 channels for a
+    torchvision parent): what every consumer of a run's data should call."""
+    from evoprune.config.archs import input_channels
+
+    return load_data(cfg.data, cfg.seed, channels=input_channels(cfg.parent.arch))
+
+
+def augment_batch(x: torch.Tensor, policy: str, gen: torch.Generator) -> torch.Tensor:
+    """Random crop (zero padding of H/8, i.e. the train mean) and/or horizontal flip, per sample, on
+    the inputs' device (`gen` is a CPU generator, so the draws are the same on any device)."""
+    dev = x.device
+    if policy in ("crop", "crop_flip"):
+        b, c, h, w = x.shape
+        pad = max(1, round(min(h, w) / 8))
+        padded = F.pad(x, (pad, pad, pad, pad))
+        oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev)
+        ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev)
+        rows = (oy[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # (B, 1, H, 1)
+        cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # (B, 1, 1, W)
+        x = padded[torch.arange(b, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
+                   rows, cols]
+    if policy in ("flip", "crop_flip"):
+        flip = (torch.rand(len(x), generator=gen) < 0.5).to(dev)
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x

@@ -1,0 +1,220 @@
+"""Batched evaluator: a whole population fine-tuned at once in the parent's coordinates.
+
+Each individual is the parent's parameters times its channel masks; `torch.func.vmap` over
+`functional_call` runs every individual on the same batch in one step. A masked channel is zero
+everywhere downstream in conv/BN/linear networks, so this equals the structurally pruned network
+(up to float rounding); `verify` checks that on the actual parent before it is trusted.
+"""
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from evoprune.fitness.losses import logit_kd_per_model
+from evoprune.genome import Genome
+from evoprune.pruning.groups import build_graph, prunable_groups
+from evoprune.objectives import Objectives
+from evoprune.fitness.precision import Scaler, autocast
+from evoprune.fitness.evaluators.sequential import SequentialEvaluator, make_optimizer, recalibrate_bn
+
+if TYPE_CHECKING:
+    from evoprune.fitness.facade import Fitness
+
+_EXACT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
+
+
+class Unsupported(Exception):
+    """The parent has a layer for which masking is not the same as pruning."""
+
+
+@dataclass(frozen=True)
+class MaskedParam:
+    """Parameter `name` loses index `local[j]` of dimension `dim` when the group drops channel `root[j]`."""
+
+    name: str
+    group: str
+    dim: int
+    local: torch.Tensor  # (k,) long
+    root: torch.Tensor  # (k,) long
+
+
+def mask_plan(parent: nn.Module, example_input: torch.Tensor) -> list[MaskedParam]:
+    """Which parameter slices each group's channels own, from torch-pruning's groups."""
+    model = copy.deepcopy(parent).cpu()
+    dropout = [n for n, m in model.named_modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+    if dropout:  # random ops under vmap would need per-individual generators
+        raise Unsupported(f"dropout ({dropout[0]}) is not supported by the batched form")
+    graph = build_graph(model, example_input.cpu())
+    names = {m: n for n, m in model.named_modules()}
+    plan: list[MaskedParam] = []
+    for gname, group in prunable_groups(model, graph):
+        for item in group:
+            module = item.dep.target.module
+            if not isinstance(module, nn.Module) or not any(True for _ in module.parameters(recurse=False)):
+                continue
+            if not isinstance(module, _EXACT_TYPES):
+                raise Unsupported(f"{type(module).__name__} ({names.get(module)}) in group {gname} mixes channels")
+            if not graph.is_out_channel_pruning_fn(item.dep.handler):
+                continue  # inputs of removed channels are zero already: nothing to mask
+            local = torch.as_tensor([int(i) for i in item.idxs], dtype=torch.long)
+            root = torch.as_tensor([int(i) for i in item.root_idxs], dtype=torch.long)
+            dim = 1 if getattr(module, "transposed", False) else 0
+            for pname, p in module.named_parameters(recurse=False):
+                plan.append(MaskedParam(f"{names[module]}.{pname}", gname, dim if p.dim() > 1 else 0, local, root))
+    return plan
+
+
+class BatchedEvaluator:
+    """Masked population fine-tune with vmap; chunks the population to fit memory."""
+
+    kind = "batched"
+
+    def __init__(self, fitness: "Fitness", chunk: int = 0):
+        self.fitness = fitness
+        self.chunk = chunk
+        self.model = copy.deepcopy(fitness.parent)
+        self.plan = mask_plan(fitness.parent, fitness.example_input)
+        self.params = {n: p.detach() for n, p in self.model.named_parameters()}
+        self.trainable = {n: p.requires_grad for n, p in fitness.parent.named_parameters()}
+        self._fallback: SequentialEvaluator | None = None
+        self.buffers = {n: b.detach() for n, b in self.model.named_buffers()}
+
+    # -- masks -----------------------------------------------------------------------------
+    def masks(self, genomes: list[Genome]) -> dict[str, torch.Tensor]:
+        """Per-parameter masks of shape (P, *broadcastable param shape) on the device."""
+        device = self.fitness.device
+        out: dict[str, torch.Tensor] = {}
+        for mp in self.plan:
+            shape = self.params[mp.name].shape
+            n = shape[mp.dim]
+            n_root = self.fitness.space.group(mp.group).n_channels
+            m = torch.zeros(len(genomes), n)
+            for i, g in enumerate(genomes):
+                keep_root = torch.zeros(n_root, dtype=torch.bool)
+                keep_root[list(g[mp.group])] = True
+                m[i, mp.local] = keep_root[mp.root].float()
+            view = [len(genomes)] + [1] * len(shape)
+            view[1 + mp.dim] = n
+            prev = out.get(mp.name)
+            m = m.view(view).to(device)
+            out[mp.name] = m if prev is None else prev * m
+        return out
+
+    # -- batched forward -------------------------------------------------------------------
+    def _forward(self, params: dict, buffers: dict, masks: dict, x: torch.Tensor) -> torch.Tensor:
+        def one(p: dict, b: dict, m: dict) -> torch.Tensor:
+            eff = {n: (v * m[n] if n in m else v) for n, v in p.items()}
+            return functional_call(self.model, (eff, b), (x,))
+
+        return vmap(one, in_dims=(0, 0, 0))(params, buffers, masks)
+
+    def _stack(self, n: int) -> tuple[dict, dict]:
+        # Frozen parameters stay frozen, as in the pruned subnets (materialise keeps the flags).
+        params = {k: v.unsqueeze(0).repeat(n, *[1] * v.dim()).clone().requires_grad_(self.trainable[k])
+                  for k, v in self.params.items()}
+        buffers = {k: v.unsqueeze(0).repeat(n, *[1] * v.dim()).clone() for k, v in self.buffers.items()}
+        return params, buffers
+
+    def finetune(self, genomes: list[Genome], steps: int | None = None):
+        """KD fine-tune of all genomes together; returns (params, buffers, masks, tail loss (P,), finite (P,))."""
+        cfg = self.fitness.cfg.fitness
+        steps = cfg.steps if steps is None else steps
+        n = len(genomes)
+        params, buffers = self._stack(n)
+        masks = self.masks(genomes)
+        tail_start = steps - max(1, steps // 5)
+        tail = torch.zeros(n, device=self.fitness.device)
+        finite = torch.ones(n, dtype=torch.bool, device=self.fitness.device)
+        if steps:
+            opt = make_optimizer(params.values(), cfg)
+            scaler = Scaler(cfg, self.fitness.device)
+            self.model.train()
+            for step in range(steps):
+                x, y, t = self.fitness.batch(step)
+                with autocast(cfg, self.fitness.device):
+                    out = self._forward(params, buffers, masks, x)
+                losses = logit_kd_per_model(cfg.kd, out.float(), t, y, cfg.temperature, cfg.alpha)
+                # Tensors, not .item(): no host synchronisation inside the step loop.
+                finite &= torch.isfinite(losses)
+                opt.zero_grad(set_to_none=True)
+                scaler.backward(torch.where(finite, losses, torch.zeros_like(losses)).sum())
+                if cfg.grad_clip:
+                    scaler.unscale(opt)
+                    _clip_per_individual(list(params.values()), cfg.grad_clip)
+                scaler.step(opt)
+                if step >= tail_start:
+                    tail += losses.detach()
+            tail /= steps - tail_start
+        if cfg.adaptive_bn:
+            detached = {k: v.detach() for k, v in params.items()}
+            recalibrate_bn(self.model, self.fitness, cfg.adaptive_bn,
+                           forward=lambda x: self._forward(detached, buffers, masks, x))
+        self.model.eval()
+        return params, buffers, masks, tail, finite
+
+    @torch.no_grad()
+    def logits(self, params: dict, buffers: dict, masks: dict, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+        """Eval-mode outputs of every individual: (P, N, C)."""
+        self.model.eval()
+        detached = {k: v.detach() for k, v in params.items()}
+        return torch.cat([self._forward(detached, buffers, masks, x[i:i + batch])
+                          for i in range(0, len(x), batch)], dim=1)
+
+    # -- the evaluator interface -----------------------------------------------------------
+    def evaluate(self, genomes: list[Genome], on_done: Callable[[int], None] | None = None) -> list[Objectives]:
+        if self._fallback is not None:
+            return self._fallback.evaluate(genomes, on_done)
+        out: list[Objectives] = []
+        size = self.chunk or len(genomes)
+        i = 0
+        while i < len(genomes):
+            part = genomes[i:i + size]
+            try:
+                out.extend(self._evaluate_chunk(part))
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                if size == 1:  # not even one masked individual fits: the pruned shapes are smaller
+                    warnings.warn("CUDA out of memory with one individual per batched step; "
+                                  "evaluating from now on sequentially, in the pruned shapes")
+                    self._fallback = SequentialEvaluator(self.fitness)
+                    self.fitness.evaluator_info["fallback"] = "sequential after CUDA out-of-memory"
+                    out.extend(self._fallback.evaluate(genomes[i:], on_done))
+                    return out
+                size = max(1, size // 2)  # halve the chunk and retry the same genomes
+                self.chunk = size  # and remember it for the next generations
+                continue
+            i += len(part)
+            if on_done:
+                on_done(len(part))
+        return out
+
+    def _evaluate_chunk(self, genomes: list[Genome]) -> list[Objectives]:
+        start = time.perf_counter()
+        params, buffers, masks, tail, finite = self.finetune(genomes)
+        logits = self.logits(params, buffers, masks, self.fitness.val_x)
+        acc = (logits.argmax(-1) == self.fitness.val_y.unsqueeze(0)).float().mean(-1)
+        acc, tail, finite = acc.cpu().tolist(), tail.cpu().tolist(), finite.cpu().tolist()
+        per = (time.perf_counter() - start) / len(genomes)
+        steps = self.fitness.cfg.fitness.steps
+        objs = []
+        for g, a, loss, ok in zip(genomes, acc, tail, finite):
+            objs.append(self.fitness.size_objectives(g, a if ok else 0.0, loss if steps else float("nan"), ok, per))
+        return objs
+
+
+def _clip_per_individual(params: list[torch.Tensor], max_norm: float) -> None:
+    """clip_grad_norm_ for each individual separately (dimension 0 of every stacked parameter)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    norms = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()  # (P,)
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))

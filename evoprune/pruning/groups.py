@@ -1,0 +1,60 @@
+"""Tracing a model with torch-pruning: its prunable channel groups in layer order."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from evoprune.parent.models import classifier_of
+
+
+@contextmanager
+def all_trainable(model: nn.Module) -> Iterator[None]:
+    """torch-pruning traces through autograd and skips frozen parameters; unfreeze while tracing."""
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+
+
+def build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
+    with all_trainable(model):
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+
+
+def prunable_groups(model: nn.Module, graph: tp.DependencyGraph) -> list[tuple[str, "tp.Group"]]:
+    """(name, full-index group) for every group whose output channels may be pruned, in layer order.
+
+    A group is named after its first layer (in definition order) whose outputs it prunes, e.g. a
+    residual group after the block's conv rather than the shortcut torch-pruning happens to trace
+    first. The classifier's outputs (the classes) are excluded.
+    """
+    position = {m: i for i, (_, m) in enumerate(model.named_modules())}
+    names = {m: n for n, m in model.named_modules()}
+    layer_types = (nn.modules.conv._ConvNd, nn.Linear)
+    named = []
+    for g in graph.get_all_groups(ignored_layers=[classifier_of(model)], root_module_types=layer_types):
+        outs = [dep.target.module for dep, _ in g
+                if isinstance(dep.target.module, layer_types) and graph.is_out_channel_pruning_fn(dep.handler)]
+        first = min(outs or [g[0].dep.target.module], key=lambda m: position.get(m, len(position)))
+        named.append((position.get(first, len(position)), names[first], g))
+    return [(name, g) for _, name, g in sorted(named, key=lambda t: t[0])]
+
+
+def coupled_modules(group: "tp.Group", model: nn.Module) -> list[str]:
+    """Names of the modules whose channels the group removes together."""
+    names = {m: n for n, m in model.named_modules()}
+    seen: list[str] = []
+    for dep, _ in group:
+        name = names.get(dep.target.module)
+        if name and name not in seen:
+            seen.append(name)
+    return seen

@@ -1,0 +1,126 @@
+"""Reading a finished (or running) run directory back: front, config, pruned subnets."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from evoprune.config import Config, load_config
+from evoprune.genome import Genome
+from evoprune.parent.train import PARENT_WEIGHTS, build_parent, load_state_dict_file
+from evoprune.pruning.materialise import materialise
+from evoprune.run.writer import DISTILLED_MODEL, WEIGHTS, distill_dir
+
+
+@dataclass
+class Run:
+    """A run directory: its resolved config, task, front and a way to rebuild any front member."""
+
+    dir: Path
+    config: Config
+    task: dict[str, Any]
+    parent_summary: dict[str, Any]
+    front: list[dict[str, Any]]
+    _fitness: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def genome(self, i: int) -> Genome:
+        if not 0 <= i < len(self.front):
+            raise IndexError(f"front member {i} does not exist (the front has {len(self.front)})")
+        return Genome.from_json(self.front[i]["genome"])
+
+    def parent(self) -> nn.Module:
+        """The run's parent network (eval mode), as the search saw it."""
+        model = build_parent(self.config, tuple(self.task["input_shape"]), self.task["n_classes"])
+        weights = self.config.parent.weights or self.dir / PARENT_WEIGHTS
+        load_state_dict_file(model, weights)
+        return model.eval()
+
+    def fitness(self) -> Any:
+        """The search's Fitness rebuilt from the run's files (its data, parent and space.json; nothing is
+        trained or traced), evaluating sequentially: the same staged batches, so the same fine-tunes."""
+        if self._fitness is None:
+            from evoprune.config import apply_overrides, config_from_dict
+            from evoprune.data.task import load_task
+            from evoprune.fitness.facade import Fitness
+            from evoprune.pruning.space import SearchSpace
+
+            cfg = config_from_dict(apply_overrides(self.config.to_dict(), ["evaluator.kind=sequential",
+                                                                         "evaluator.backend=local"]))
+            space = SearchSpace.from_json(json.loads((self.dir / "space.json").read_text()))
+            self._fitness = Fitness(cfg, load_task(cfg), self.parent(), space, {"source": "run"})
+        return self._fitness
+
+    def subnet(self, i: int, weights: str = "finetuned") -> nn.Module:
+        """Front member `i` as a structurally pruned nn.Module (eval mode, CPU), with these `weights`:
+
+        - `finetuned` (default): the short KD fine-tune (and adaptive BN) the search ran, run again:
+          fitness depends only on the genome and the seed, so these are the weights front.json's
+          accuracy came from (bit for bit where the search ran sequentially on a CPU);
+        - `pruned`: the parent's weights of the kept channels, before any fine-tune;
+        - `distilled`: `evoprune distill`'s weights (RUN_DIR/distill-i/model.pt).
+        """
+        problem = self.weights_problem(i, weights)
+        if problem:
+            raise ValueError(problem)
+        genome = self.genome(i)
+        if weights == "finetuned":
+            from evoprune.fitness.evaluators.sequential import finetune_and_recalibrate, one_thread_on_cpu
+
+            fitness = self.fitness()
+            model = materialise(fitness.parent, genome, fitness.example_input)
+            with one_thread_on_cpu(fitness.device):
+                finetune_and_recalibrate(model, fitness)
+            return model.cpu().eval()
+        example = torch.zeros((1, *self.task["input_shape"]))
+        model = materialise(self.parent(), genome, example).eval()
+        if weights == "distilled":
+            path = distill_dir(self.dir, i) / DISTILLED_MODEL
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        return model
+
+    def weights_problem(self, i: int, weights: str) -> str | None:
+        """Why front member `i` cannot be had with `weights`, or None."""
+        if weights not in WEIGHTS:
+            return f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}"
+        if not 0 <= i < len(self.front):
+            return f"front member {i} does not exist (the front of {self.dir} has members 0..{len(self.front) - 1})"
+        if weights == "distilled":
+            path = distill_dir(self.dir, i) / DISTILLED_MODEL
+            if not path.is_file():
+                return (f"no distilled weights for front member {i} ({path}); run "
+                        f"`python -m evoprune distill {self.dir} --pick {i}` first")
+            made_for = _distilled_genome_key(path.parent)
+            if made_for is not None and made_for != self.genome(i).key():
+                return (f"{path} was distilled from genome {made_for}, but front member {i} is now "
+                        f"{self.genome(i).key()} (the front changed); distill it again")
+        return None
+
+    def val_accuracy(self, model: nn.Module) -> float:
+        """`model`'s accuracy on the validation inputs the search scored (as the search scored them)."""
+        from evoprune.fitness.evaluators.sequential import one_thread_on_cpu
+
+        fitness = self.fitness()
+        with one_thread_on_cpu(fitness.device):
+            return fitness.val_accuracy(model.to(fitness.device))
+
+
+def _distilled_genome_key(directory: Path) -> str | None:
+    """The genome a distill-K directory was made for (its metrics.json), if recorded."""
+    try:
+        return json.loads((directory / "metrics.json").read_text()).get("genome_key")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def load_run(run_dir: str | Path) -> Run:
+    run = Path(run_dir)
+    for name in ("config.yaml", "task.json", "front.json"):
+        if not (run / name).is_file():
+            raise FileNotFoundError(f"{run} is not an evoprune run directory (no {name})")
+    front = json.loads((run / "front.json").read_text())
+    return Run(run, load_config(run / "config.yaml"), json.loads((run / "task.json").read_text()),
+               front["parent"], front["front"])
