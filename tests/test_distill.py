@@ -9,7 +9,7 @@ import torch
 
 from evoprune import build_fitness, load_config
 from evoprune.config import KD_LOSSES as CONFIG_KD_LOSSES
-from evoprune.fitness.losses import (FEATURE_LOSSES, KD_LOSSES, LOGIT_LOSSES, KDLoss, attention_map, default_feature_layers,
+from evoprune.fitness.losses import (FEATURE_KD_LOSSES, KD_LOSSES, LOGIT_KD_LOSSES, KDLoss, attention_map, default_feature_layers,
                               logit_kd, logit_kd_per_model, mutual_kl, teacher_feature_targets)
 from evoprune.fitness.evaluators import SequentialEvaluator
 from evoprune.deploy.distill import augment, augment_kind
@@ -28,7 +28,7 @@ def _student(fitness):
 
 
 def test_loss_names_agree_with_the_config():
-    assert set(KD_LOSSES) == set(CONFIG_KD_LOSSES) and set(LOGIT_LOSSES) | set(FEATURE_LOSSES) == set(KD_LOSSES)
+    assert set(KD_LOSSES) == set(CONFIG_KD_LOSSES) and set(LOGIT_KD_LOSSES) | set(FEATURE_KD_LOSSES) == set(KD_LOSSES)
 
 
 @pytest.mark.parametrize("kind", KD_LOSSES)
@@ -38,7 +38,7 @@ def test_gradients_reach_the_student_and_the_adapters(tiny_fitness, kind):
     layers = default_feature_layers(parent, tiny_fitness.example_input)
     channels = [t.shape[1] for t in teacher_feature_targets(parent, layers, "feature", x[:1])]
     kd = KDLoss(kind, 4.0, 0.9, student, None, layers, channels, tiny_fitness.example_input)
-    targets = teacher_feature_targets(parent, layers, kind, x) if kind in FEATURE_LOSSES else None
+    targets = teacher_feature_targets(parent, layers, kind, x) if kind in FEATURE_KD_LOSSES else None
     with torch.no_grad():
         t = parent(x)
     loss = kd(student(x), t, y, targets)
@@ -52,7 +52,7 @@ def test_gradients_reach_the_student_and_the_adapters(tiny_fitness, kind):
         # the adapters map the pruned width to the teacher's
         assert [a.weight.shape[0] for a in kd.adapters] == channels
         assert [a.weight.shape[1] for a in kd.adapters] != channels
-    if kind in FEATURE_LOSSES:  # the feature term on its own also reaches the student's stem
+    if kind in FEATURE_KD_LOSSES:  # the feature term on its own also reaches the student's stem
         student.zero_grad()
         student(x)
         kd.feature_term(targets).backward()
@@ -61,7 +61,7 @@ def test_gradients_reach_the_student_and_the_adapters(tiny_fitness, kind):
     assert not student.stem[0]._forward_hooks and all(not m._forward_hooks for m in student.modules())
 
 
-@pytest.mark.parametrize("kind", LOGIT_LOSSES)
+@pytest.mark.parametrize("kind", LOGIT_KD_LOSSES)
 def test_population_form_equals_one_model_at_a_time(kind):
     gen = torch.Generator().manual_seed(0)
     s, t, y = torch.randn(3, 8, 10, generator=gen), torch.randn(8, 10, generator=gen), torch.randint(0, 10, (8,))
@@ -104,7 +104,7 @@ def test_each_loss_drives_a_tiny_search(tmp_path, kind):
     cfg = load_config(overrides=TINY + [f"fitness.kd={kind}", "search.generations=1", "search.population=4",
                                         "search.offspring=4"])
     fitness = build_fitness(cfg, tmp_path, progress=False)
-    if kind in FEATURE_LOSSES:
+    if kind in FEATURE_KD_LOSSES:
         assert fitness.evaluator.kind == "sequential" and kind in fitness.evaluator_info["reason"]
     state = Search(fitness, tmp_path, progress=False, log=lambda s: None).run()
     front = json.loads((tmp_path / "front.json").read_text())["front"]
@@ -184,7 +184,7 @@ def test_distill_with_each_loss(tiny_run, extra):
     assert rc == 0, err
     m = json.loads((tiny_run / "distill-1" / "metrics.json").read_text())
     assert m["distill"]["kd"] == extra[1].split("=")[1]
-    if m["distill"]["kd"] in FEATURE_LOSSES:
+    if m["distill"]["kd"] in FEATURE_KD_LOSSES:
         assert m["distill"]["feature_layers"] == ["layers.0", "layers.1"]
 
 

@@ -304,14 +304,14 @@ def check_pick(run: Any, k: int | None, flag: str) -> None:
 def check_feature_layers(cfg: Any, search: bool) -> None:
     """Configured feature layers (of the search's or the final KD loss) must be modules of the parent,
     and so of every subnet. Module names do not depend on the input size or the classes."""
-    from evoprune.fitness.losses import FEATURE_LOSSES
+    from evoprune.fitness.losses import FEATURE_KD_LOSSES
     from evoprune.parent.train import build_parent, parent_channels
 
     if search:
-        key, layers = "fitness.feature_layers", cfg.fitness.feature_layers if cfg.fitness.kd in FEATURE_LOSSES else []
+        key, layers = "fitness.feature_layers", cfg.fitness.feature_layers if cfg.fitness.kd in FEATURE_KD_LOSSES else []
     else:
         key = "distill.feature_layers" if cfg.distill.feature_layers else "fitness.feature_layers"
-        layers = (cfg.distill.feature_layers or cfg.fitness.feature_layers) if cfg.distill.kd in FEATURE_LOSSES else []
+        layers = (cfg.distill.feature_layers or cfg.fitness.feature_layers) if cfg.distill.kd in FEATURE_KD_LOSSES else []
     if not layers:
         return
     names = {n for n, _ in build_parent(cfg, (parent_channels(cfg) or 3, 32, 32), 10).named_modules()}

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import yaml
 
+from evoprune.config.vocab import CRITERIA, CROSSOVERS, KD_LOSSES
+
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown, of the wrong type or out of range."""
@@ -50,8 +52,6 @@ def _f(default: Any, *, lo: float | None = None, hi: float | None = None,
     return field(default=default, metadata=meta)
 
 
-CRITERIA = ("l1", "l2", "bn_scale", "taylor", "lamp", "fpgm", "random")
-KD_LOSSES = ("hinton", "mse", "smooth_l1", "feature", "attention")  # evoprune.distill implements each
 
 
 @dataclass
@@ -121,7 +121,7 @@ class SearchConfig:
                                     "(0: never)")
     min_gain: float = _f(0.002, lo=0, doc="least gain over search.patience generations that keeps the search going")
     size_metric: Literal["params", "macs"] = _f("params", doc="size objective")
-    crossover: Literal["uniform", "one_point", "two_point"] = _f("uniform", doc="layer-swap crossover over groups")
+    crossover: Literal[CROSSOVERS] = _f("uniform", doc="layer-swap crossover over groups")
     cx_prob: float = _f(0.7, lo=0, hi=1, doc="probability a child comes from crossover")
     mut_prob: float = _f(0.5, lo=0, hi=1, doc="probability a child is mutated")
     mut_groups: float = _f(0.25, lo=0, hi=1, lo_open=True, doc="share of groups a mutation touches")

@@ -18,6 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from evoprune.config import Config, ConfigError, DataConfig
+from evoprune.config.streams import stream_seed
 from evoprune.data.preprocess import Preprocessing
 
 TORCHVISION_DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist")
@@ -68,9 +69,9 @@ def stratified_split(y: np.ndarray, val_fraction: float, test_fraction: float,
 
     idx = np.arange(len(y))
     try:
-        rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
+        rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=stream_seed(seed, "split.test"))
         val_share = val_fraction / (1.0 - test_fraction)
-        train, val = train_test_split(rest, test_size=val_share, stratify=y[rest], random_state=seed + 1)
+        train, val = train_test_split(rest, test_size=val_share, stratify=y[rest], random_state=stream_seed(seed, "split.val"))
     except ValueError as exc:  # too few samples per class for the fractions asked
         raise ConfigError("data.val_fraction", f"cannot split {len(y)} samples of {len(np.unique(y))} classes "
                           f"into train/val/test stratified by class ({exc}); use more data or larger "
@@ -154,12 +155,12 @@ def _splits(cfg: DataConfig, labels: dict[str, np.ndarray], seed: int) -> dict[s
     if "test" in labels and len(labels["test"]):
         out["test"] = ("test", np.arange(len(labels["test"])))
     else:  # no test split of its own: carve one from train
-        train, test = stratified_holdout(train, y, cfg.test_fraction, seed, "data.test_fraction")
+        train, test = stratified_holdout(train, y, cfg.test_fraction, stream_seed(seed, "split.test"), "data.test_fraction")
         out["test"] = ("train", test)
     if "val" in labels and len(labels["val"]):
         out["val"] = ("val", np.arange(len(labels["val"])))
     else:  # the official train split gives up val_fraction of itself
-        train, val = stratified_holdout(train, y, cfg.val_fraction, seed + 1)
+        train, val = stratified_holdout(train, y, cfg.val_fraction, stream_seed(seed, "split.val"))
         out["val"] = ("train", val)
     out["train"] = ("train", train)
     return out
@@ -193,7 +194,7 @@ def load_data(cfg: DataConfig, seed: int, channels: int | None = None) -> TaskDa
     where = _splits(cfg, src.labels, seed)
     caps = {"train": cfg.max_train_samples, "val": cfg.max_eval_samples, "test": cfg.max_eval_samples}
     for k, (split, idx) in where.items():
-        where[k] = (split, stratified_take(idx, src.labels[split], caps[k], seed + 3))
+        where[k] = (split, stratified_take(idx, src.labels[split], caps[k], stream_seed(seed, "split.cap")))
     decoded = src.fetch(where)
     x = {k: _resize(decoded[k], cfg.image_size) for k in where}
     y = {k: src.labels[split][idx] for k, (split, idx) in where.items()}

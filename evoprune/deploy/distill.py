@@ -14,9 +14,10 @@ from tqdm import tqdm
 
 from evoprune.atomic import atomic_write, write_json
 from evoprune.config import Config, DistillConfig
+from evoprune.config.streams import stream_seed
 from evoprune.data.task import TaskData, augment_batch, augment_policy, load_task
 from evoprune.deploy.metrics import deployment_metrics
-from evoprune.fitness.losses import FEATURE_LOSSES, FeatureTap, KDLoss, default_feature_layers, mutual_kl
+from evoprune.fitness.losses import FEATURE_KD_LOSSES, FeatureTap, KDLoss, default_feature_layers, mutual_kl
 from evoprune.fitness.facade import resolve_device
 from evoprune.metrics import accuracy
 from evoprune.run.reader import Run
@@ -92,7 +93,7 @@ def distill_model(student: nn.Module, teacher: nn.Module, data: TaskData, cfg: D
     """
     beta = cfg.beta if cfg.beta is not None else getattr(fitness_kd, "beta", None)
     layers: list[str] = []
-    if cfg.kd in FEATURE_LOSSES:
+    if cfg.kd in FEATURE_KD_LOSSES:
         layers = list(cfg.feature_layers) or list(getattr(fitness_kd, "feature_layers", []) or []) or \
             default_feature_layers(teacher, data.example_input())
     cfg = copy.copy(cfg)
@@ -112,8 +113,8 @@ def distill_model(student: nn.Module, teacher: nn.Module, data: TaskData, cfg: D
     per_epoch = n // batch  # drop the last partial batch (BN on a tiny batch is noisy)
     steps = cfg.epochs * per_epoch
     models = [student.to(device)] + ([second.to(device)] if second is not None else [])
-    students = [_Student(m, cfg, layers, channels, example, steps, seed + i) for i, m in enumerate(models)]
-    gens = [torch.Generator().manual_seed(seed + 1000 * (i + 1)) for i in range(len(students))]
+    students = [_Student(m, cfg, layers, channels, example, steps, stream_seed(seed, "distill.student", i)) for i, m in enumerate(models)]
+    gens = [torch.Generator().manual_seed(stream_seed(seed, "distill.augment", i)) for i in range(len(students))]
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)
     # Without augmentation every epoch shows the teacher the same inputs: its outputs (and feature
     # targets, up to CACHE_BYTES) are computed once, which removes the teacher's forward from each step.
@@ -167,7 +168,7 @@ def distill_model(student: nn.Module, teacher: nn.Module, data: TaskData, cfg: D
     out = [s.model.cpu().eval() for s in students]
     last = [float(v) for v in last]
     summary = {"steps": steps, "epochs": cfg.epochs, "batch_size": batch, "augment": aug, "kd": cfg.kd,
-               "beta": students[0].kd.beta if cfg.kd in FEATURE_LOSSES else None, "feature_layers": layers,
+               "beta": students[0].kd.beta if cfg.kd in FEATURE_KD_LOSSES else None, "feature_layers": layers,
                "dml": len(students) == 2, "final_loss": last, "teacher_cached": cached is not None,
                "seconds": time.perf_counter() - start, "device": device.type, "history": history}
     return out[0], (out[1] if len(out) == 2 else None), summary
@@ -189,7 +190,7 @@ def run_distill(run: Run, cfg: Config, pick: int, pick2: int | None = None, prog
     elif pick2 is not None:
         raise ValueError("--pick2 is the second student of deep mutual learning: add --set distill.dml=true")
     before = accuracy(student, data.val_x, data.val_y)
-    student, second, summary = distill_model(student, teacher, data, d, cfg.seed + 61, device, cfg.fitness, second,
+    student, second, summary = distill_model(student, teacher, data, d, cfg.seed, device, cfg.fitness, second,
                                              progress, augment_kind(cfg, data.input_shape))
     n_classes = data.n_classes
     result: dict[str, Any] = {

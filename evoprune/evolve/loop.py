@@ -10,6 +10,7 @@ from typing import Any, Callable
 from deap import base, tools
 from tqdm import tqdm
 
+from evoprune.config.streams import stream_seed
 from evoprune.fitness.facade import Fitness
 from evoprune.genome import Genome
 from evoprune.objectives import PARETO_OBJECTIVES, Objectives
@@ -195,7 +196,7 @@ class Search:
             self.log(f"resuming after generation {state.generation} ({len(state.records)} evaluations)")
         else:
             self.writer.start(self.fitness)
-            state, rng = SearchState(), random.Random(self.cfg.seed)
+            state, rng = SearchState(), random.Random(stream_seed(self.cfg.seed, "search"))
             init = initial_population(self.fitness.space, self.cfg.population, s.population, rng)
             new = self._evaluate(state, init, 0)
             pop = self._survivors([self._individual(r) for r in new])

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import random
 
+from evoprune.config.vocab import CROSSOVERS
 from evoprune.genome import Genome
 from evoprune.evolve.population import keep_by_criterion
 from evoprune.pruning.space import SearchSpace
 
-CROSSOVERS = ("uniform", "one_point", "two_point")
 
 
 def crossover(a: Genome, b: Genome, space: SearchSpace, kind: str, rng: random.Random) -> tuple[Genome, Genome]:

@@ -12,6 +12,7 @@ from torch import nn
 
 from evoprune.fitness.precision import check_channels_last, memory_format
 from evoprune.config import Config
+from evoprune.config.streams import stream_seed
 from evoprune.data.task import TaskData, load_data
 from evoprune.fitness.evaluators import choose_evaluator
 from evoprune.fitness.evaluators.sequential import finetune_and_recalibrate
@@ -92,7 +93,7 @@ class Fitness:
 
     def _stage(self, cfg: Config) -> None:
         """Fix the fine-tune subset, its batch plan and the teacher's outputs, on the device, once."""
-        gen = torch.Generator().manual_seed(cfg.seed + 17)
+        gen = torch.Generator().manual_seed(stream_seed(cfg.seed, "fitness.subset"))
         n_train = len(self.data.train_y)
         subset = torch.randperm(n_train, generator=gen)[: min(cfg.fitness.finetune_samples, n_train)]
         self.ft_x = memory_format(cfg.fitness, self.data.train_x[subset].to(self.device))
@@ -181,7 +182,7 @@ def build_fitness(cfg: Config, run_dir: str | Path | None = None, progress: bool
     if data is None:
         data = load_data(cfg.data, cfg.seed, channels=parent_channels(cfg))  # grayscale -> 3 for torchvision
     parent, meta = get_parent(cfg, data, run_dir, progress=progress)
-    gen = torch.Generator().manual_seed(cfg.seed + 29)
+    gen = torch.Generator().manual_seed(stream_seed(cfg.seed, "space.calibration"))
     calib = torch.randperm(len(data.train_y), generator=gen)[:256]
     space = build_space(parent, data.example_input(), cfg.space, cfg.population.criteria,
                         data.train_x[calib], data.train_y[calib])

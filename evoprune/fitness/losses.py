@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOGIT_LOSSES = ("hinton", "mse", "smooth_l1")  # the batched evaluator supports these
-FEATURE_LOSSES = ("feature", "attention")  # need the networks' inner feature maps: sequential only
-KD_LOSSES = LOGIT_LOSSES + FEATURE_LOSSES
+from evoprune.config.vocab import FEATURE_KD_LOSSES, KD_LOSSES, LOGIT_KD_LOSSES
+from evoprune.config.streams import stream_seed
+
 DEFAULT_BETA = {"feature": 1.0, "attention": 1000.0}  # FitNets (hint MSE) and Zagoruyko & Komodakis (AT)
 
 
@@ -50,7 +50,7 @@ def logit_kd(kind: str, student: torch.Tensor, teacher: torch.Tensor, labels: to
     elif kind == "smooth_l1":
         soft = F.smooth_l1_loss(student, teacher)
     else:
-        raise ValueError(f"{kind!r} is not a logit KD loss ({', '.join(LOGIT_LOSSES)})")
+        raise ValueError(f"{kind!r} is not a logit KD loss ({', '.join(LOGIT_KD_LOSSES)})")
     if alpha >= 1.0:
         return soft
     return alpha * soft + (1.0 - alpha) * F.cross_entropy(student, labels)
@@ -67,7 +67,7 @@ def logit_kd_per_model(kind: str, student: torch.Tensor, teacher: torch.Tensor, 
     elif kind == "smooth_l1":
         soft = F.smooth_l1_loss(student, teacher.unsqueeze(0).expand_as(student), reduction="none").mean((-1, -2))
     else:
-        raise ValueError(f"{kind!r} is not a logit KD loss ({', '.join(LOGIT_LOSSES)})")
+        raise ValueError(f"{kind!r} is not a logit KD loss ({', '.join(LOGIT_KD_LOSSES)})")
     if alpha >= 1.0:
         return soft
     ce = -F.log_softmax(student, dim=-1).gather(-1, labels.view(1, -1, 1).expand(student.shape[0], -1, 1))
@@ -187,17 +187,17 @@ class KDLoss(nn.Module):
             raise ValueError(f"unknown KD loss {kind!r}; known: {', '.join(KD_LOSSES)}")
         self.kind, self.temperature, self.alpha = kind, temperature, alpha
         self.beta = DEFAULT_BETA.get(kind, 0.0) if beta is None else beta
-        self.layers = list(layers) if kind in FEATURE_LOSSES else []
+        self.layers = list(layers) if kind in FEATURE_KD_LOSSES else []
         self.adapters = nn.ModuleList()
         self.tap: FeatureTap | None = None
-        if kind not in FEATURE_LOSSES:
+        if kind not in FEATURE_KD_LOSSES:
             return
         if not self.layers:
             raise ValueError(f"KD loss {kind!r} needs feature layers")
         if kind == "feature":
             device = next(student.parameters()).device
             widths = _channels(student, self.layers, example_input.to(device))
-            gen = torch.Generator().manual_seed(seed + 7919)  # seeded: fronts stay reproducible in threads
+            gen = torch.Generator().manual_seed(stream_seed(seed, "kd.adapters"))  # seeded: fronts stay reproducible in threads
             for c_in, c_out in zip(widths, teacher_channels):
                 conv = nn.Conv2d(c_in, c_out, 1, bias=False)
                 with torch.no_grad():
@@ -226,7 +226,7 @@ class KDLoss(nn.Module):
                 targets: Sequence[torch.Tensor] | None = None,
                 part: slice | torch.Tensor | None = None) -> torch.Tensor:
         """Loss of the student's last forward; `targets` from `teacher_targets` for feature losses."""
-        if self.kind in LOGIT_LOSSES:
+        if self.kind in LOGIT_KD_LOSSES:
             return logit_kd(self.kind, student, teacher, labels, self.temperature, self.alpha)
         base = hinton_kd(student, teacher, labels, self.temperature, self.alpha)
         return base + self.feature_term(targets, part)

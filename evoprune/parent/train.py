@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from evoprune.atomic import atomic_write, write_json
 from evoprune.config import Config, ConfigError
+from evoprune.config.streams import stream_seed
 from evoprune.data.task import TaskData, augment_batch, split_seed
 from evoprune.metrics import accuracy
 from evoprune.config.archs import input_channels
@@ -262,7 +263,7 @@ def get_parent(cfg: Config, data: TaskData, run_dir: str | Path | None,
             torch.manual_seed(cfg.seed)
             model = build_parent(cfg, data.input_shape, data.n_classes, pretrained=True)
         model, meta["epochs_trained"] = train_parent(
-            model, data, cfg.parent.epochs, cfg.parent.lr, cfg.parent.batch_size, cfg.seed, progress,
+            model, data, cfg.parent.epochs, cfg.parent.lr, cfg.parent.batch_size, stream_seed(cfg.seed, "parent.batches"), progress,
             frozen_epochs=frozen_epochs(cfg), device=_train_device(cfg), patience=cfg.parent.patience)
         meta["source"] = "trained"
     model.eval()

@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from evoprune.fitness.losses import FEATURE_LOSSES, LOGIT_LOSSES
+from evoprune.config.streams import stream_seed
+
+from evoprune.fitness.losses import FEATURE_KD_LOSSES, LOGIT_KD_LOSSES
 from evoprune.metrics import logits_of
 from evoprune.evolve.population import pruned_genome
 from evoprune.pruning.materialise import materialise
@@ -24,7 +26,7 @@ PROBE_STEPS = 3
 
 def probe_genomes(fitness: "Fitness", n: int = PROBE_GENOMES) -> list:
     """A fixed spread of subnets (mild to heavy pruning) for the proof."""
-    rng = random.Random(fitness.cfg.seed + 101)
+    rng = random.Random(stream_seed(fitness.cfg.seed, "evaluator.probe"))
     crits = fitness.space.criteria
     return [pruned_genome(fitness.space, crits[i % len(crits)], 0.2 + 0.6 * i / max(1, n - 1), 0.1, rng)
             for i in range(n)]
@@ -95,10 +97,10 @@ def choose_evaluator(fitness: "Fitness") -> tuple[Any, dict[str, Any]]:
     kind = fitness.cfg.evaluator.kind
     if kind == "sequential":
         return SequentialEvaluator(fitness), {"kind": "sequential", "reason": "configured"}
-    if fitness.cfg.fitness.kd in FEATURE_LOSSES:
+    if fitness.cfg.fitness.kd in FEATURE_KD_LOSSES:
         reason = (f"{'auto' if kind == 'auto' else 'configured batched'}: fitness.kd={fitness.cfg.fitness.kd} needs "
                   f"the subnets' feature maps; the batched evaluator supports only logit losses "
-                  f"({', '.join(LOGIT_LOSSES)})")
+                  f"({', '.join(LOGIT_KD_LOSSES)})")
         return SequentialEvaluator(fitness), {"kind": "sequential", "reason": reason}
     if kind == "auto" and not prefers_batched(fitness.device):
         reason = "auto: sequential on a CPU (measured faster there; batched is for CUDA)"

@@ -15,7 +15,7 @@ from torch import nn
 
 from evoprune.fitness.precision import Scaler, autocast, channels_last_on
 from evoprune.config import FitnessConfig
-from evoprune.fitness.losses import FEATURE_LOSSES, KDLoss, default_feature_layers, teacher_feature_targets
+from evoprune.fitness.losses import FEATURE_KD_LOSSES, KDLoss, default_feature_layers, teacher_feature_targets
 from evoprune.genome import Genome
 from evoprune.objectives import Objectives
 from evoprune.pruning.materialise import materialise
@@ -100,7 +100,7 @@ def feature_setup(fitness: "Fitness") -> tuple[list[str], list[int], list[torch.
 def make_kd_loss(model: nn.Module, fitness: "Fitness") -> tuple[KDLoss, list[torch.Tensor] | None]:
     """The configured KD loss for `model` (adapters on its device) and the cached teacher targets."""
     cfg = fitness.cfg.fitness
-    if cfg.kd not in FEATURE_LOSSES:
+    if cfg.kd not in FEATURE_KD_LOSSES:
         return KDLoss(cfg.kd, cfg.temperature, cfg.alpha, model), None
     layers, channels, targets = feature_setup(fitness)
     loss = KDLoss(cfg.kd, cfg.temperature, cfg.alpha, model, cfg.beta, layers, channels, fitness.example_input,
@@ -301,7 +301,7 @@ class SequentialEvaluator:
 
     def _forked(self, genomes: list[Genome], order: list[int], done: Callable[[int, Objectives], None]) -> bool:
         """Evaluate in the forked workers; False (with a warning) when they cannot start here."""
-        if self.fitness.cfg.fitness.kd in FEATURE_LOSSES:
+        if self.fitness.cfg.fitness.kd in FEATURE_KD_LOSSES:
             feature_setup(self.fitness)  # computed once here, inherited by every child
         state, self._state_objects = self._state()
         if self._workers is None or not self._workers.matches(self.threads, state):

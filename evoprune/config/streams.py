@@ -1,0 +1,27 @@
+"""Named random streams: each purpose's seed derived from the run's seed in one place."""
+from __future__ import annotations
+
+# purpose -> (offset, stride): seed + offset + stride * index. The offsets are the ones every front so far
+# was made with; changing one changes every front, so new purposes get new names, never new offsets.
+STREAMS: dict[str, tuple[int, int]] = {
+    "split.test": (0, 0),  # test held out of the whole (from the split seed, see data.split_seed)
+    "split.val": (1, 0),  # validation held out of the rest
+    "split.cap": (3, 0),  # data.max_*_samples: stratified subsets of each split
+    "parent.batches": (0, 0),  # the parent's training batches and augmentation
+    "search": (0, 0),  # the search's random.Random: initial population, variation, selection
+    "fitness.subset": (17, 0),  # the fine-tune subset, its batch plan and a capped validation subset
+    "space.calibration": (29, 0),  # the batch the data-dependent importance criteria (Taylor) score on
+    "evaluator.probe": (101, 0),  # the subnets the batched evaluator proves itself on
+    "kd.adapters": (7919, 0),  # initial weights of the 1x1 adapters of `feature` KD
+    "distill.student": (61, 1),  # the final distillation of student i (0: the pick, 1: --pick2)
+    "distill.augment": (1061, 1000),  # student i's augmentation draws
+}
+
+
+def stream_seed(seed: int, purpose: str, index: int = 0) -> int:
+    """The seed of random stream `purpose` (number `index` where a purpose has several) for `seed`."""
+    try:
+        offset, stride = STREAMS[purpose]
+    except KeyError:
+        raise KeyError(f"unknown random stream {purpose!r}; known: {', '.join(STREAMS)}") from None
+    return seed + offset + stride * index
