@@ -11,7 +11,7 @@ from torch import nn
 
 from evoprune import Genome, Objectives, build_fitness, load_config
 from evoprune.metrics import count_params
-from evoprune.evolve.population import pruned_genome
+from evoprune.pruning.draw import pruned_genome
 
 
 def _count_calls(fitness, monkeypatch) -> list[list[str]]:

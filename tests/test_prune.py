@@ -11,7 +11,7 @@ from evoprune import load_config
 from evoprune.pruning.importance import build_space
 from evoprune.metrics import count_params
 from evoprune.parent.models import build_model
-from evoprune.evolve.population import pruned_genome
+from evoprune.pruning.draw import pruned_genome
 from evoprune.pruning.materialise import materialise
 
 X = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))

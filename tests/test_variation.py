@@ -10,7 +10,8 @@ from evoprune import load_config
 from evoprune.config import CRITERIA
 from evoprune.pruning.importance import build_space
 from evoprune.parent.models import build_model
-from evoprune.evolve.population import initial_population, pruned_genome
+from evoprune.evolve.population import initial_population
+from evoprune.pruning.draw import pruned_genome
 from evoprune.evolve.variation import CROSSOVERS, crossover, mutate
 
 SEEDS = range(200)

@@ -5,24 +5,8 @@ import random
 
 from evoprune.config import PopulationConfig
 from evoprune.genome import Genome
+from evoprune.pruning.draw import pruned_genome
 from evoprune.pruning.space import SearchSpace
-
-
-def keep_by_criterion(space: SearchSpace, name: str, k: int, criterion: str, rng: random.Random) -> tuple[int, ...]:
-    """The `k` channels of a group a criterion keeps; 'random' draws a fresh permutation."""
-    if criterion == "random":
-        return tuple(sorted(rng.sample(range(space.group(name).n_channels), k)))
-    return space.top_k(name, k, criterion)
-
-
-def pruned_genome(space: SearchSpace, criterion: str, ratio: float, jitter: float, rng: random.Random) -> Genome:
-    """Prune each group by `ratio` +- `jitter` (share of channels removed) along `criterion`."""
-    kept = {}
-    for g in space.groups:
-        r = min(max(ratio + rng.uniform(-jitter, jitter), 0.0), 1.0)
-        k = g.nearest_legal(round((1.0 - r) * g.n_channels))
-        kept[g.name] = keep_by_criterion(space, g.name, k, criterion, rng)
-    return space.repair(kept, criterion)
 
 
 def initial_population(space: SearchSpace, cfg: PopulationConfig, size: int,

@@ -5,7 +5,7 @@ import random
 
 from evoprune.config.vocab import CROSSOVERS
 from evoprune.genome import Genome
-from evoprune.evolve.population import keep_by_criterion
+from evoprune.pruning.draw import keep_by_criterion
 from evoprune.pruning.space import SearchSpace
 
 

@@ -10,7 +10,7 @@ from evoprune.config.streams import stream_seed
 
 from evoprune.fitness.losses import FEATURE_KD_LOSSES, LOGIT_KD_LOSSES
 from evoprune.metrics import logits_of
-from evoprune.evolve.population import pruned_genome
+from evoprune.pruning.draw import pruned_genome
 from evoprune.pruning.materialise import materialise
 from evoprune.fitness.evaluators.batched import BatchedEvaluator, Unsupported
 from evoprune.fitness.evaluators.sequential import SequentialEvaluator, finetune_and_recalibrate
