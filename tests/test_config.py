@@ -4,13 +4,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from evoprune.config import INT_MAX, Config, ConfigError, load_config, save_config
+from evoprune.config import INT_MAX, Config, ConfigError, load_config, save_config, stream_seed
+from evoprune.config import reference
 
 DEFAULT = Config().to_dict()
 SECTIONS = [k for k, v in DEFAULT.items() if isinstance(v, dict)]
@@ -178,7 +180,7 @@ def test_overrides_apply_in_order_and_read_values_as_yaml(tmp_path):
     cfg = _load_text(tmp_path, "search: {population: 8}\n", ["search.population=10", "search.population=12",
                                                                "parent.width=null", "population.criteria=[l1, l2]"])
     assert cfg.search.population == 12 and cfg.parent.width is None
-    assert cfg.population.criteria == ["l1", "l2"]
+    assert cfg.population.criteria == ("l1", "l2")
     assert load_config(None, ["search.generations= 7 "]).search.generations == 7
 
 
@@ -339,3 +341,40 @@ def test_the_readme_lists_every_config_key_with_its_default():
 
     wrong = {k: (rows[k], v) for k, v in flat.items() if not same(rows[k], v)}
     assert not wrong, f"README says (table, code): {wrong}"
+
+
+def test_a_loaded_config_cannot_change():
+    cfg = load_config(overrides=["population.criteria=[l1, taylor]"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.search.population = 3  # type: ignore[misc]
+    assert cfg.population.criteria == ("l1", "taylor")  # lists are held as tuples
+    assert cfg.to_dict()["population"]["criteria"] == ["l1", "taylor"]  # and written as lists
+    changed = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, population=3))
+    assert changed.search.population == 3 and cfg.search.population == 16
+
+
+def test_readme_config_reference_is_generated_from_the_fields_docs():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert reference.readme_section(readme) == reference.section(), \
+        "README's config reference drifted: run python -m evoprune.config.reference --write README.md"
+    keys = [key for key, _, _ in reference.rows()]
+    assert len(keys) == len(set(keys)) and "fitness.kd" in keys and "distill.dml" in keys
+    assert all(doc for _, _, doc in reference.rows())  # every field says what it is for
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["evaluator.gpus_per_worker=1.5"], "evaluator.gpus_per_worker"),
+    (["evaluator.backend=ray", "fitness.device=cuda"], "evaluator.gpus_per_worker"),
+    (["evaluator.backend=ray", "fitness.device=cpu", "evaluator.gpus_per_worker=0.5"], "evaluator.gpus_per_worker"),
+])
+def test_ray_gpu_share_rules_fail_when_the_config_loads(overrides, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=overrides)
+    assert err.value.key == key
+
+
+def test_random_streams_are_named_and_distinct_per_index():
+    assert stream_seed(5, "fitness.subset") != stream_seed(5, "space.calibration")
+    assert stream_seed(5, "distill.student", 1) == stream_seed(5, "distill.student", 0) + 1
+    with pytest.raises(KeyError, match="unknown random stream"):
+        stream_seed(0, "no.such.purpose")

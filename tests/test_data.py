@@ -13,7 +13,8 @@ from PIL import Image
 
 from evoprune import ConfigError
 from evoprune.config import DataConfig
-from evoprune.data.task import DatasetUnavailable, augment_batch, load_data, stratified_take
+from evoprune.data.sources import DatasetUnavailable
+from evoprune.data.task import augment_batch, load_data, stratified_take
 
 
 def make_imagefolder(root: Path, classes: int = 3, per_class: int = 10, size=(12, 10), mode: str = "RGB",

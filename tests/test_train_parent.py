@@ -13,7 +13,7 @@ import evoprune.parent.train
 from evoprune import load_config, load_run
 from evoprune.data.task import load_data
 from evoprune.parent.models import build_model, classifier_of
-from evoprune.parent.train import _epochs, frozen_epochs, train_parent
+from evoprune.parent.train import frozen_epochs, train_epochs, train_parent
 
 TINY_PARENT = ["parent.width=4", "parent.epochs=1", "data.max_train_samples=120", "data.max_eval_samples=60"]
 TINY_SEARCH = ["search.population=4", "search.offspring=4", "search.generations=1", "fitness.steps=2",
@@ -37,7 +37,7 @@ def test_head_phase_trains_only_the_head_and_keeps_batchnorm_statistics():
     head = list(classifier_of(model).parameters())
     for p in model.parameters():
         p.requires_grad_(any(p is h for h in head))
-    _epochs(model, head, data, 1, 0.05, 32, torch.Generator().manual_seed(0), torch.device("cpu"), "head",
+    train_epochs(model, head, data, 1, 0.05, 32, torch.Generator().manual_seed(0), torch.device("cpu"), "head",
             False, head_only=True)
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}

@@ -183,7 +183,7 @@ def test_variation_is_reproducible(space):
 
 def test_initial_population_distinct_valid_spread(tiny_fitness, space4):
     pop_cfg = tiny_fitness.cfg.population
-    assert pop_cfg.criteria == list(CRITERIA)
+    assert pop_cfg.criteria == CRITERIA
     for space in (tiny_fitness.space, space4):
         for seed in range(5):
             pop = initial_population(space, pop_cfg, 14, random.Random(seed))

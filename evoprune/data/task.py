@@ -11,7 +11,6 @@ models): an `expand`ed view, so the 3 channels cost no memory. Validation is car
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -19,16 +18,11 @@ from torch.nn import functional as F
 
 from evoprune.config import Config, ConfigError, DataConfig
 from evoprune.config.streams import stream_seed
+from evoprune.data.disk_sources import imagefolder_source, torchvision_source
 from evoprune.data.preprocess import Preprocessing
+from evoprune.data.sources import TORCHVISION_DATASETS, Source, digits_source
 
-TORCHVISION_DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist")
 AUGMENT_AUTO = {"digits": "none", "mnist": "crop"}  # every other dataset: crop_flip
-DEFAULT_ROOT = "data"
-
-
-class DatasetUnavailable(FileNotFoundError):
-    """The dataset's files are not there (and could not be downloaded); the message says where they go."""
-
 
 @dataclass
 class TaskData:
@@ -107,36 +101,9 @@ def stratified_take(idx: np.ndarray, y: np.ndarray, n: int, seed: int) -> np.nda
     return np.sort(shuffled[order[:n]])
 
 
-# -- sources: labels per split and a way to decode the chosen samples ------------------------------
-@dataclass
-class Source:
-    """`labels[split]` for the splits the source has (`all`, or `train` and maybe `val`, `test`);
-    `fetch({key: (split, indices)})` decodes each as float32 (n, C, H, W) in [0, 1], all at once
-    (so an image folder picks one colour mode for every split)."""
-
-    labels: dict[str, np.ndarray]
-    fetch: Callable[[dict[str, tuple[str, np.ndarray]]], dict[str, np.ndarray]]
-    classes: list[str] | None = None
-
-
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = bunch.images.astype(np.float32)[:, None] / 16.0  # (1797, 1, 8, 8) in [0, 1]
-    return x, bunch.target.astype(np.int64)
-
-
-def _digits_source(cfg: DataConfig) -> Source:
-    x, y = _digits()
-    return Source({"all": y}, lambda sel: {k: x[i] for k, (_, i) in sel.items()})
-
-
 def _source(cfg: DataConfig) -> Source:
     if cfg.name == "digits":
-        return _digits_source(cfg)
-    from evoprune.data.sources_torchvision import imagefolder_source, torchvision_source
-
+        return digits_source(cfg)
     if cfg.name in TORCHVISION_DATASETS:
         return torchvision_source(cfg)
     if cfg.name == "imagefolder":

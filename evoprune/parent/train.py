@@ -149,7 +149,7 @@ def fingerprint_mismatch(cfg: Config, directory: str | Path) -> str | None:
     return None
 
 
-def _epochs(model: nn.Module, params: list[nn.Parameter], data: TaskData, epochs: int, lr: float,
+def train_epochs(model: nn.Module, params: list[nn.Parameter], data: TaskData, epochs: int, lr: float,
             batch_size: int, gen: torch.Generator, device: torch.device, desc: str, progress: bool,
             head_only: bool, patience: int = 0) -> int:
     """SGD (Nesterov, cosine schedule) over `params` for at most `epochs` epochs of the train split.
@@ -212,12 +212,12 @@ def train_parent(model: nn.Module, data: TaskData, epochs: int, lr: float, batch
         for p in model.parameters():
             p.requires_grad_(id(p) in head_ids)
         try:
-            _epochs(model, head, data, frozen_epochs, lr, batch_size, gen, device, "training head (frozen)",
+            train_epochs(model, head, data, frozen_epochs, lr, batch_size, gen, device, "training head (frozen)",
                     progress, head_only=True)
         finally:
             for p in model.parameters():
                 p.requires_grad_(True)
-    trained = _epochs(model, list(model.parameters()), data, epochs, lr, batch_size, gen, device,
+    trained = train_epochs(model, list(model.parameters()), data, epochs, lr, batch_size, gen, device,
                       "training parent", progress, head_only=False, patience=patience)
     return model.cpu().eval(), trained
 

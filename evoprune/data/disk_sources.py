@@ -1,6 +1,6 @@
 """Dataset sources on disk: torchvision's CIFAR-10/100, MNIST, Fashion-MNIST, and ImageFolder trees.
 
-Each gives labels per split and decodes only the samples asked for (see data.Source); data.py
+Each gives labels per split and decodes only the samples asked for (see data.sources.Source); data.task
 splits, caps, resizes and normalises them.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from evoprune.config import ConfigError, DataConfig
-from evoprune.data.task import DEFAULT_ROOT, DatasetUnavailable, Source
+from evoprune.data.sources import DEFAULT_ROOT, DatasetUnavailable, Source
 
 
 def _where_files_go(name: str, root: Path) -> str:

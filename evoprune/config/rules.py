@@ -1,0 +1,58 @@
+"""The config's rules across fields, checked when it is loaded, before any work (none needs data)."""
+from __future__ import annotations
+
+from evoprune.config.schema import Config, ConfigError, short
+from evoprune.config.vocab import CRITERIA
+
+
+def check_rules(cfg: Config) -> None:
+    """Raise ConfigError naming the key when fields disagree with each other."""
+    pop = cfg.population
+    if pop.ratio_min > pop.ratio_max:
+        raise ConfigError("population.ratio_min",
+                          f"expected <= population.ratio_max ({pop.ratio_max}), got {pop.ratio_min}")
+    if not pop.criteria:
+        raise ConfigError("population.criteria", "expected at least one criterion")
+    for i, c in enumerate(pop.criteria):
+        if c not in CRITERIA:
+            raise ConfigError(f"population.criteria[{i}]", f"expected one of {', '.join(CRITERIA)}, got {short(c)}")
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 0.9:
+        raise ConfigError("data.test_fraction", "expected data.val_fraction + data.test_fraction < 0.9")
+    _check_parent_and_data(cfg)
+    _check_ray(cfg)
+
+
+def _check_parent_and_data(cfg: Config) -> None:
+    """parent.arch against the known names (with a suggestion); settings that only fit some archs."""
+    from evoprune.config.archs import BUILTIN_ARCHS, arch_problem
+
+    problem = arch_problem(cfg.parent.arch)
+    if problem:
+        raise ConfigError("parent.arch", problem)
+    builtin = cfg.parent.arch in BUILTIN_ARCHS
+    if builtin and cfg.parent.pretrained != "none":
+        raise ConfigError("parent.pretrained", f"ImageNet weights exist for torchvision architectures only, "
+                                               f"not for {cfg.parent.arch}; use none")
+    if not builtin and cfg.parent.width is not None:
+        raise ConfigError("parent.width", f"applies to the built-in architectures only, not to {cfg.parent.arch}; "
+                                          f"use null")
+    if cfg.data.name == "imagefolder" and not cfg.data.root:
+        raise ConfigError("data.root", "required for data.name=imagefolder (a directory of class subfolders)")
+
+
+
+
+def _check_ray(cfg: Config) -> None:
+    """Ray workers' GPU share against fitness.device (before the parent is trained, not after)."""
+    ecfg, device = cfg.evaluator, cfg.fitness.device
+    gpus = ecfg.gpus_per_worker
+    if gpus > 1 and gpus != int(gpus):
+        raise ConfigError("evaluator.gpus_per_worker", f"expected a share below 1 or a whole number, got {gpus}")
+    if ecfg.backend != "ray":
+        return
+    if device == "cuda" and gpus == 0:
+        raise ConfigError("evaluator.gpus_per_worker", "fitness.device is 'cuda' but Ray workers get no GPU "
+                                                       "(set evaluator.gpus_per_worker > 0)")
+    if device == "cpu" and gpus > 0:
+        raise ConfigError("evaluator.gpus_per_worker", "workers would hold GPUs that fitness.device 'cpu' "
+                                                       "never uses (set it to 0, or fitness.device to auto)")
