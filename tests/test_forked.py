@@ -163,10 +163,10 @@ def _hang(key):  # a child that never becomes ready (module level: submitted by 
 def test_workers_that_do_not_start_fall_back_to_threads(tiny_fitness, monkeypatch):
 
     genomes = [g for g, _ in initial_population(tiny_fitness.space, tiny_fitness.cfg.population, 3, random.Random(5))]
-    expected = SequentialEvaluator(tiny_fitness, threads=1).evaluate(genomes)
+    expected = SequentialEvaluator(tiny_fitness.task, tiny_fitness.parent, threads=1).evaluate(genomes)
     monkeypatch.setattr(forked, "_child_ready", _hang)
     monkeypatch.setattr(forked, "READY_TIMEOUT_S", 0.5)
-    evaluator = SequentialEvaluator(tiny_fitness, threads=2, pool="processes")
+    evaluator = SequentialEvaluator(tiny_fitness.task, tiny_fitness.parent, threads=2, pool="processes")
     with pytest.warns(UserWarning, match="did not start within.*threads from now on"):
         got = evaluator.evaluate(genomes)
     assert evaluator.pool == "threads"
@@ -176,7 +176,7 @@ def test_workers_that_do_not_start_fall_back_to_threads(tiny_fitness, monkeypatc
 def test_a_changed_parent_is_seen_by_fresh_workers(tiny_fitness):
 
     genomes = [g for g, _ in initial_population(tiny_fitness.space, tiny_fitness.cfg.population, 3, random.Random(6))]
-    evaluator = SequentialEvaluator(tiny_fitness, threads=2, pool="processes")
+    evaluator = SequentialEvaluator(tiny_fitness.task, tiny_fitness.parent, threads=2, pool="processes")
     evaluator.evaluate(genomes)
     first = evaluator._workers
     saved = {k: v.clone() for k, v in tiny_fitness.parent.state_dict().items()}
@@ -186,7 +186,7 @@ def test_a_changed_parent_is_seen_by_fresh_workers(tiny_fitness):
                 p.data.mul_(0.5)  # through .data: the version counter does not see it, the checksum does
         got = evaluator.evaluate(genomes)
         assert evaluator._workers is not first
-        expected = SequentialEvaluator(tiny_fitness, threads=1).evaluate(genomes)
+        expected = SequentialEvaluator(tiny_fitness.task, tiny_fitness.parent, threads=1).evaluate(genomes)
         assert [(o.accuracy, o.kd_loss) for o in got] == [(o.accuracy, o.kd_loss) for o in expected]
     finally:
         tiny_fitness.parent.load_state_dict(saved)
