@@ -62,7 +62,7 @@ def test_chunks_and_progress_cover_every_genome(tiny_fitness):
 
 def test_out_of_memory_halves_the_chunk_and_retries(tiny_fitness, monkeypatch):
     ev = _batched(tiny_fitness, chunk=4)
-    real, sizes = ev._evaluate_chunk, []
+    real, sizes = ev.evaluate_chunk, []
 
     def flaky(genomes):
         sizes.append(len(genomes))
@@ -70,7 +70,7 @@ def test_out_of_memory_halves_the_chunk_and_retries(tiny_fitness, monkeypatch):
             raise torch.cuda.OutOfMemoryError("simulated")
         return real(genomes)
 
-    monkeypatch.setattr(ev, "_evaluate_chunk", flaky)
+    monkeypatch.setattr(ev, "evaluate_chunk", flaky)
     objs = ev.evaluate(_genomes(tiny_fitness, 3, seed=3))
     assert len(objs) == 3 and sizes[:3] == [3, 2, 1] and ev.chunk == 1
 
@@ -81,7 +81,7 @@ def test_out_of_memory_at_one_individual_falls_back_to_sequential(tiny_fitness, 
     def always_oom(genomes):
         raise torch.cuda.OutOfMemoryError("simulated")
 
-    monkeypatch.setattr(ev, "_evaluate_chunk", always_oom)
+    monkeypatch.setattr(ev, "evaluate_chunk", always_oom)
     genomes = _genomes(tiny_fitness, 3, seed=4)
     with pytest.warns(UserWarning, match="sequentially"):
         objs = ev.evaluate(genomes)

@@ -191,7 +191,7 @@ class BatchedEvaluator:
         while i < len(genomes):
             part = genomes[i:i + size]
             try:
-                out.extend(self._evaluate_chunk(part))
+                out.extend(self.evaluate_chunk(part))
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 if size == 1:  # not even one masked individual fits: the pruned shapes are smaller
@@ -209,7 +209,8 @@ class BatchedEvaluator:
                 on_done(len(part))
         return out
 
-    def _evaluate_chunk(self, genomes: list[Genome]) -> list[Objectives]:
+    def evaluate_chunk(self, genomes: list[Genome]) -> list[Objectives]:
+        """One batched fine-tune of all `genomes` and their objectives (no chunking, no out-of-memory handling)."""
         start = time.perf_counter()
         params, buffers, masks, tail, finite = self.finetune(genomes)
         logits = self.logits(params, buffers, masks, self.task.val_x)

@@ -198,6 +198,11 @@ class RayEvaluator:
         self.actors.append(actor)
         self._starting[actor.info.remote()] = actor
 
+    def wait_for_workers(self, poll_s: float = 1.0) -> None:
+        """Return once every actor has reported in (or been dropped): e.g. before timing an evaluation."""
+        while self._starting:
+            self._poll_starting(poll_s)
+
     def _poll_starting(self, timeout: float) -> None:
         """Move actors that have reported in to `ready` (one with another local evaluator is dropped)."""
         if not self._starting:

@@ -1,4 +1,4 @@
-"""Sequential evaluator: each genome materialised structurally, KD fine-tuned, scored; in threads or forked processes."""
+"""Sequential evaluator: each genome pruned structurally, KD fine-tuned, scored; in threads or forked processes."""
 from __future__ import annotations
 
 import os
@@ -125,6 +125,11 @@ class SequentialEvaluator:
             elif not (self.pool == "processes" and alone and self._forked(genomes, order, done)):
                 self._threads(genomes, order, workers, done)
         return results  # type: ignore[return-value]
+
+    @property
+    def forked_pool(self) -> ForkedPool | None:
+        """The forked workers now kept for the next evaluation, if any."""
+        return self._workers
 
     def close(self) -> None:
         """Stop the forked workers, if any (a later evaluation forks afresh)."""
