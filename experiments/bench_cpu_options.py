@@ -14,7 +14,6 @@ Writes results/bench_cpu_options.json and results/bench_cpu_options.md (command,
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import random
@@ -25,7 +24,6 @@ from bench_fitness import ROOT, make_task, naive_loop, timed
 from provenance import provenance
 
 from evoprune.fitness.evaluators import SequentialEvaluator
-from evoprune.fitness.facade import Fitness
 from evoprune.evolve.population import initial_population
 
 CORES = os.cpu_count() or 1
@@ -42,11 +40,8 @@ def bench(task: str, population: int, steps: int, batch: int, repeat: int) -> di
     runs = {"naive": lambda: naive_loop(base, genomes)}
     objectives: dict[str, list] = {}
     for name, (pool, workers) in VARIANTS.items():
-        vcfg = copy.deepcopy(cfg)
-        vcfg.evaluator.pool, vcfg.evaluator.threads = pool, workers
-        fitness = Fitness(vcfg, base.data, base.parent, base.space)
         # Made once, as a search makes it once per run: the workers fork in the first repeat, then are reused.
-        evaluator = SequentialEvaluator(fitness)
+        evaluator = SequentialEvaluator(base.task, base.parent, threads=workers, pool=pool)
 
         def run(evaluator=evaluator, name=name) -> None:
             objectives[name] = [(o.accuracy, o.kd_loss) for o in evaluator.evaluate(genomes)]

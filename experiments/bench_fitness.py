@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import random
+import dataclasses
 import statistics
 import sys
 import threading
@@ -127,9 +128,9 @@ def naive_loop(fitness: Fitness, genomes: list) -> None:
     """What the source projects did: copy + prune each individual, a DataLoader, the teacher every step."""
     cfg = fitness.cfg.fitness
     teacher = fitness.parent
-    loader = DataLoader(TensorDataset(fitness.ft_x.cpu(), fitness.ft_y.cpu()), batch_size=cfg.batch_size,
+    loader = DataLoader(TensorDataset(fitness.task.ft_x.cpu(), fitness.task.ft_y.cpu()), batch_size=cfg.batch_size,
                         shuffle=True, generator=torch.Generator().manual_seed(0))
-    val = DataLoader(TensorDataset(fitness.val_x.cpu(), fitness.val_y.cpu()), batch_size=256)
+    val = DataLoader(TensorDataset(fitness.task.val_x.cpu(), fitness.task.val_y.cpu()), batch_size=256)
     for g in genomes:
         model = materialise(teacher, g, fitness.example_input)
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
@@ -156,7 +157,7 @@ def work_flops(fitness: Fitness, genomes: list) -> float:
     total = 0.0
     for g in genomes:
         macs = count_macs(materialise(fitness.parent, g, fitness.example_input), fitness.example_input)
-        total += 2 * macs * (3 * cfg.steps * cfg.batch_size + len(fitness.val_y))
+        total += 2 * macs * (3 * cfg.steps * cfg.batch_size + len(fitness.task.val_y))
     return total
 
 
@@ -193,9 +194,8 @@ def timed(fn, device: torch.device) -> tuple[float, int]:
 
 
 def _choose_auto(fitness: Fitness, row: dict):
-    fitness.cfg.evaluator.kind = "auto"
-    evaluator, info = choose_evaluator(fitness)
-    fitness.cfg.evaluator.kind = "sequential"  # as make_task set it: the config the other evaluators saw
+    settings = dataclasses.replace(fitness.cfg.evaluator, kind="auto")  # the config is left as make_task set it
+    evaluator, info = choose_evaluator(fitness.task, fitness.parent, fitness.space, settings)
     row.update(auto_kind=info["kind"], auto_reason=info["reason"])
     return evaluator
 
@@ -211,7 +211,9 @@ def bench(task: str, device: str, sizes: list[int], steps: int, batch: int, peak
         # Evaluators are made once per row, as a search makes them once per run: CPU workers are forked
         # on the first call (inside the first timed repeat) and reused. Choosing auto's evaluator (on
         # CUDA: the batched form's proof) is timed separately.
-        sequential, batched = SequentialEvaluator(fitness), BatchedEvaluator(fitness)
+        sequential, batched = (SequentialEvaluator(fitness.task, fitness.parent, fitness.cfg.evaluator.threads,
+                                                   fitness.cfg.evaluator.pool),
+                               BatchedEvaluator(fitness.task, fitness.parent, fitness.space))
         t = time.perf_counter()
         auto = _choose_auto(fitness, row)
         row["auto_choose_s"] = time.perf_counter() - t

@@ -13,7 +13,7 @@ against the local evaluator's.
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> dict:
                                                        "repeats": args.repeats},
                    "results": []}
     threads = os.cpu_count() or 1
-    local = SequentialEvaluator(fitness, threads=threads)
+    local = SequentialEvaluator(fitness.task, fitness.parent, threads=threads)
     seconds, reference = timed(local.evaluate, genomes, args.repeats, warmup=2 * threads)
     entry["results"].append({"evaluator": f"local sequential, {threads} threads", "workers": 0,
                              "seconds": [round(s, 3) for s in seconds],
@@ -82,13 +82,11 @@ def run(args: argparse.Namespace) -> dict:
     entry["ray_init_s"] = round(time.perf_counter() - start, 2)
     try:
         for workers in args.workers:
-            view = copy.copy(fitness)  # the same staged fitness, another evaluator config
-            view.cfg = load_config(overrides=["data.name=digits", f"fitness.steps={args.steps}",
-                                              "evaluator.backend=ray", f"evaluator.workers={workers}"])
+            # The same staged task, another evaluator config.
+            settings = dataclasses.replace(fitness.cfg.evaluator, backend="ray", workers=workers)
             start = time.perf_counter()
-            evaluator = RayEvaluator(view)
-            while evaluator._starting:  # every actor up before the clock starts
-                evaluator._poll_starting(1.0)
+            evaluator = RayEvaluator(fitness.task, fitness.parent, fitness.space, settings, fitness.cfg.parent)
+            evaluator.wait_for_workers()  # every actor up before the clock starts
             startup = time.perf_counter() - start
             try:
                 seconds, out = timed(evaluator.evaluate, genomes, args.repeats, warmup=2 * workers)
@@ -111,8 +109,8 @@ def write_md(runs: list[dict], path: Path) -> None:
     lines = ["# Ray backend benchmark", "",
              "Evaluations per second (median of the repeats; higher is better) of the same genomes with the",
              "local sequential evaluator and with the Ray backend on 1 and 2 local CPU workers. Ray start-up",
-             "(instance, actors building their Fitness) is not in the rate. `load` is the 1/5/15-minute load",
-             "average before and after the run: the machine is shared, so runs differ.", ""]
+             "(instance, actors rebuilding the parent and staging the task) is not in the rate. `load` is the",
+             "1/5/15-minute load average before and after the run: the machine is shared, so runs differ.", ""]
     for i, r in enumerate(runs, 1):
         w = r["workload"]
         lines += [f"## Run {i}: {r['date']}", "",

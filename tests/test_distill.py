@@ -33,7 +33,7 @@ def test_loss_names_agree_with_the_config():
 
 @pytest.mark.parametrize("kind", KD_LOSSES)
 def test_gradients_reach_the_student_and_the_adapters(tiny_fitness, kind):
-    parent, x, y = tiny_fitness.parent, tiny_fitness.ft_x[:16], tiny_fitness.ft_y[:16]
+    parent, x, y = tiny_fitness.parent, tiny_fitness.task.ft_x[:16], tiny_fitness.task.ft_y[:16]
     student = _student(tiny_fitness)
     layers = default_feature_layers(parent, tiny_fitness.example_input)
     channels = [t.shape[1] for t in teacher_feature_targets(parent, layers, "feature", x[:1])]
@@ -126,8 +126,8 @@ def test_batched_follows_the_logit_loss():
     fitness = build_fitness(cfg, None, progress=False)
     assert fitness.evaluator.kind == "batched"  # the proof passed with this loss in both forms
     g = [gen for gen, _ in initial_population(fitness.space, cfg.population, 2, random.Random(3))]
-    bat = BatchedEvaluator(fitness).evaluate(g)
-    seq = SequentialEvaluator(fitness, threads=1).evaluate(g)
+    bat = BatchedEvaluator(fitness.task, fitness.parent, fitness.space).evaluate(g)
+    seq = SequentialEvaluator(fitness.task, fitness.parent, threads=1).evaluate(g)
     for b, s in zip(bat, seq):
         assert b.kd_loss == pytest.approx(s.kd_loss, rel=2e-2)
 
@@ -136,8 +136,8 @@ def test_feature_loss_is_bitwise_reproducible_across_threads():
     cfg = load_config(overrides=TINY + ["fitness.kd=feature"])
     fitness = build_fitness(cfg, None, progress=False)
     g = [gen for gen, _ in initial_population(fitness.space, cfg.population, 3, random.Random(5))]
-    one = SequentialEvaluator(fitness, threads=1).evaluate(g)
-    two = SequentialEvaluator(fitness, threads=2).evaluate(g)
+    one = SequentialEvaluator(fitness.task, fitness.parent, threads=1).evaluate(g)
+    two = SequentialEvaluator(fitness.task, fitness.parent, threads=2).evaluate(g)
     assert [(o.accuracy, o.kd_loss) for o in one] == [(o.accuracy, o.kd_loss) for o in two]
 
 

@@ -1,6 +1,7 @@
 """Batched (masked, vmap) vs sequential (structural) evaluation: same answers, proof, fallback, OOM."""
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -21,10 +22,18 @@ def _genomes(fitness, n, seed=0):
     return [g for g, _ in initial_population(fitness.space, fitness.cfg.population, n, random.Random(seed))]
 
 
+def _sequential(fitness, **settings):
+    return SequentialEvaluator(fitness.task, fitness.parent, **settings)
+
+
+def _batched(fitness, chunk=0):
+    return BatchedEvaluator(fitness.task, fitness.parent, fitness.space, chunk)
+
+
 def test_batched_and_sequential_give_the_same_objectives(tiny_fitness):
     genomes = _genomes(tiny_fitness, 5)
-    seq = SequentialEvaluator(tiny_fitness).evaluate(genomes)
-    bat = BatchedEvaluator(tiny_fitness).evaluate(genomes)
+    seq = _sequential(tiny_fitness).evaluate(genomes)
+    bat = _batched(tiny_fitness).evaluate(genomes)
     for s, b in zip(seq, bat):
         assert b.n_params == s.n_params and b.macs == s.macs and b.size_ratio == s.size_ratio
         assert abs(b.accuracy - s.accuracy) <= 0.02  # the stated tolerance (README: evaluators)
@@ -36,24 +45,24 @@ def test_masked_forward_equals_pruned_forward(tiny_fitness):
     from evoprune.pruning.materialise import materialise
 
     genomes = _genomes(tiny_fitness, 3, seed=1)
-    ev = BatchedEvaluator(tiny_fitness)
-    params, buffers = ev._stack(len(genomes))
-    masked = ev.logits(params, buffers, ev.masks(genomes), tiny_fitness.val_x)
+    ev = _batched(tiny_fitness)
+    params, buffers = ev.stack(len(genomes))
+    masked = ev.logits(params, buffers, ev.masks(genomes), tiny_fitness.task.val_x)
     for i, g in enumerate(genomes):
-        pruned = logits_of(materialise(tiny_fitness.parent, g, tiny_fitness.example_input), tiny_fitness.val_x)
+        pruned = logits_of(materialise(tiny_fitness.parent, g, tiny_fitness.example_input), tiny_fitness.task.val_x)
         torch.testing.assert_close(masked[i], pruned, atol=1e-4, rtol=1e-4)
 
 
 def test_chunks_and_progress_cover_every_genome(tiny_fitness):
     genomes = _genomes(tiny_fitness, 5, seed=2)
     done = []
-    objs = BatchedEvaluator(tiny_fitness, chunk=2).evaluate(genomes, on_done=done.append)
+    objs = _batched(tiny_fitness, chunk=2).evaluate(genomes, on_done=done.append)
     assert len(objs) == 5 and sum(done) == 5 and done == [2, 2, 1]
 
 
 def test_out_of_memory_halves_the_chunk_and_retries(tiny_fitness, monkeypatch):
-    ev = BatchedEvaluator(tiny_fitness, chunk=4)
-    real, sizes = ev._evaluate_chunk, []
+    ev = _batched(tiny_fitness, chunk=4)
+    real, sizes = ev.evaluate_chunk, []
 
     def flaky(genomes):
         sizes.append(len(genomes))
@@ -61,22 +70,22 @@ def test_out_of_memory_halves_the_chunk_and_retries(tiny_fitness, monkeypatch):
             raise torch.cuda.OutOfMemoryError("simulated")
         return real(genomes)
 
-    monkeypatch.setattr(ev, "_evaluate_chunk", flaky)
+    monkeypatch.setattr(ev, "evaluate_chunk", flaky)
     objs = ev.evaluate(_genomes(tiny_fitness, 3, seed=3))
     assert len(objs) == 3 and sizes[:3] == [3, 2, 1] and ev.chunk == 1
 
 
 def test_out_of_memory_at_one_individual_falls_back_to_sequential(tiny_fitness, monkeypatch):
-    ev = BatchedEvaluator(tiny_fitness, chunk=2)
+    ev = _batched(tiny_fitness, chunk=2)
 
     def always_oom(genomes):
         raise torch.cuda.OutOfMemoryError("simulated")
 
-    monkeypatch.setattr(ev, "_evaluate_chunk", always_oom)
+    monkeypatch.setattr(ev, "evaluate_chunk", always_oom)
     genomes = _genomes(tiny_fitness, 3, seed=4)
     with pytest.warns(UserWarning, match="sequentially"):
         objs = ev.evaluate(genomes)
-    expected = SequentialEvaluator(tiny_fitness).evaluate(genomes)
+    expected = _sequential(tiny_fitness).evaluate(genomes)
     assert [o.n_params for o in objs] == [o.n_params for o in expected]
     assert [o.accuracy for o in objs] == [o.accuracy for o in expected]
 
@@ -114,27 +123,28 @@ def test_channel_mixing_parent_falls_back_to_sequential():
 def test_auto_follows_the_rule_and_reports_why(tiny_fitness, monkeypatch):
     from evoprune.fitness.evaluators import choose
 
-    tiny_fitness.cfg.evaluator.kind = "auto"
+    f = tiny_fitness
+    settings = dataclasses.replace(f.cfg.evaluator, kind="auto")
     monkeypatch.setattr(choose, "prefers_batched", lambda device: True)
-    evaluator, info = choose_evaluator(tiny_fitness)
+    evaluator, info = choose_evaluator(f.task, f.parent, f.space, settings)
     assert evaluator.kind == info["kind"] == "batched" and info["max_logit_diff"]["forward"] < 1e-3
     monkeypatch.setattr(choose, "prefers_batched", lambda device: False)
-    evaluator, info = choose_evaluator(tiny_fitness)
+    evaluator, info = choose_evaluator(f.task, f.parent, f.space, settings)
     assert evaluator.kind == info["kind"] == "sequential" and "CPU" in info["reason"]
 
 
 def test_parallel_workers_give_bitwise_the_same_objectives(tiny_fitness):
     genomes = _genomes(tiny_fitness, 5, seed=7)
     key = lambda objs: [(o.accuracy, o.kd_loss, o.n_params, o.macs) for o in objs]  # noqa: E731
-    one = SequentialEvaluator(tiny_fitness, threads=1).evaluate(genomes)  # conftest: one torch thread
-    threads = SequentialEvaluator(tiny_fitness, threads=2, pool="threads").evaluate(genomes)
-    processes = SequentialEvaluator(tiny_fitness, threads=2, pool="processes").evaluate(genomes)
+    one = _sequential(tiny_fitness, threads=1).evaluate(genomes)  # conftest: one torch thread
+    threads = _sequential(tiny_fitness, threads=2, pool="threads").evaluate(genomes)
+    processes = _sequential(tiny_fitness, threads=2, pool="processes").evaluate(genomes)
     assert key(one) == key(threads) == key(processes)
 
 
 def test_process_pool_reports_progress_and_raises_a_childs_error(tiny_fitness):
     genomes = _genomes(tiny_fitness, 3, seed=8)
-    evaluator = SequentialEvaluator(tiny_fitness, threads=2, pool="processes")
+    evaluator = _sequential(tiny_fitness, threads=2, pool="processes")
     ticks = []
     assert len(evaluator.evaluate(genomes, on_done=ticks.append)) == 3 and ticks == [1, 1, 1]
     broken = dict(genomes[0])
@@ -156,19 +166,19 @@ def test_fitness_options_run_both_ways(option):
     assert fitness.evaluator_info["kind"] == "batched"  # the proof runs in fp32 whatever the precision
     g = fitness.space.uniform(0.5)
     b = fitness([g])[0]
-    s = SequentialEvaluator(fitness).evaluate([g])[0]
+    s = _sequential(fitness).evaluate([g])[0]
     assert b.status == s.status == "ok" and 0.0 <= b.accuracy <= 1.0 and b.n_params == s.n_params
 
 
 def test_adaptive_bn_is_the_mean_of_batch_statistics(tiny_fitness):
-    from evoprune.fitness.evaluators.sequential import bn_layers, recalibrate_bn
+    from evoprune.fitness.recipe import bn_layers, recalibrate_bn
     from evoprune.pruning.materialise import materialise
 
     model = materialise(tiny_fitness.parent, tiny_fitness.space.uniform(0.5), tiny_fitness.example_input)
     first_bn = bn_layers(model)[0]
     seen = []
     hook = first_bn.register_forward_hook(lambda m, inp, out: seen.append(inp[0].mean((0, 2, 3))))
-    recalibrate_bn(model, tiny_fitness, batches=3)
+    recalibrate_bn(model, tiny_fitness.task, batches=3)
     hook.remove()
     torch.testing.assert_close(first_bn.running_mean, torch.stack(seen).mean(0), atol=1e-5, rtol=1e-5)
     assert not model.training
@@ -181,13 +191,13 @@ def test_adaptive_bn_same_both_ways_and_helps_the_zero_step_prescreen(steps):
     fitness = build_fitness(load_config(overrides=TINY + [f"fitness.steps={steps}", "fitness.adaptive_bn=4",
                                                           "evaluator.kind=sequential"]), progress=False)
     genomes = _genomes(fitness, 4, seed=5)
-    seq = SequentialEvaluator(fitness).evaluate(genomes)
-    bat = BatchedEvaluator(fitness).evaluate(genomes)
+    seq = _sequential(fitness).evaluate(genomes)
+    bat = _batched(fitness).evaluate(genomes)
     for s, b in zip(seq, bat):
         assert abs(s.accuracy - b.accuracy) <= 0.02
     if steps == 0:  # recalibrated statistics beat the parent's stale ones for pruned subnets
-        fitness.cfg.fitness.adaptive_bn = 0
-        stale = SequentialEvaluator(fitness).evaluate(genomes)
+        stale_task = fitness.task.with_cfg(dataclasses.replace(fitness.task.cfg, adaptive_bn=0))
+        stale = SequentialEvaluator(stale_task, fitness.parent).evaluate(genomes)
         assert sum(o.accuracy for o in seq) > sum(o.accuracy for o in stale)
 
 
@@ -214,8 +224,8 @@ def test_dropout_parent_uses_sequential_and_stays_deterministic():
     fitness = Fitness(cfg, data, parent, space)
     assert fitness.evaluator_info["kind"] == "sequential" and "dropout" in fitness.evaluator_info["reason"]
     genomes = [space.uniform(k) for k in (0.25, 0.5, 0.75)]
-    a = SequentialEvaluator(fitness, threads=2).evaluate(genomes)
-    b = SequentialEvaluator(fitness, threads=2).evaluate(genomes[::-1])[::-1]
+    a = _sequential(fitness, threads=2).evaluate(genomes)
+    b = _sequential(fitness, threads=2).evaluate(genomes[::-1])[::-1]
     assert [(o.accuracy, o.kd_loss) for o in a] == [(o.accuracy, o.kd_loss) for o in b]
 
 

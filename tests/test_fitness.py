@@ -208,3 +208,20 @@ def test_auto_picks_the_same_evaluator_and_objectives_every_time(tiny_overrides)
                    for _ in range(6)]
         results.append((fitness.evaluator.kind, [(o.accuracy, o.n_params, o.kd_loss) for o in fitness(genomes)]))
     assert results[0] == results[1]
+
+
+def test_the_shipped_task_is_the_staged_task_on_the_cpu(tiny_fitness):
+    """What a worker gets: the StagedTask's own fields, nothing found by reflection, and the same tensors."""
+    import dataclasses
+    import pickle
+
+    import torch
+
+    task = tiny_fitness.task
+    shipped = pickle.loads(pickle.dumps(task.cpu()))
+    assert [f.name for f in dataclasses.fields(shipped)] == [f.name for f in dataclasses.fields(task)]
+    assert set(vars(shipped)) == {f.name for f in dataclasses.fields(task)}  # no attribute beyond the fields
+    for a, b in zip(task.tensors(), shipped.tensors()):
+        assert b.device.type == "cpu" and torch.equal(a.cpu(), b)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        shipped.extra = 1  # a new attribute cannot ride along silently

@@ -95,7 +95,7 @@ def test_results_arrive_with_their_index_and_the_pool_is_reused():
     pids = {v[1] for v in seen.values()}
     assert os.getpid() not in pids  # the work ran in children
     pool.map([9, 10], [0, 1], seen.__setitem__)
-    assert {seen[0][1], seen[1][1]} <= set(p.pid for p in pool._processes)  # the same children, not new ones
+    assert {seen[0][1], seen[1][1]} <= set(pool.pids)  # the same children, not new ones
     assert pool.matches(2, "state") and not pool.matches(2, "changed") and not pool.matches(3, "state")
     pool.close()
     assert not pool.matches(2, "state")
@@ -139,7 +139,7 @@ def test_the_kernels_oom_kill_count_is_read_where_the_system_has_one():
 def test_a_garbage_collected_pool_leaves_no_children():
     pool = ForkedPool(lambda x: x, 2, None)
     pool.map([1, 2], [0, 1], lambda i, value: None)
-    children = [p.pid for p in pool._processes]
+    children = pool.pids
     del pool
     gc.collect()
     assert not _wait_gone(children)
@@ -151,7 +151,7 @@ def test_workers_forked_by_a_finished_thread_are_not_reused():
     maker.start()
     maker.join()
     pool = box["pool"]
-    assert not _wait_gone([p.pid for p in pool._processes])  # they die with the thread that forked them
+    assert not _wait_gone(pool.pids)  # they die with the thread that forked them
     assert not pool.matches(2, "s")  # so the evaluator forks afresh instead of calling dead workers
     pool.close()
 
@@ -163,10 +163,10 @@ def _hang(key):  # a child that never becomes ready (module level: submitted by 
 def test_workers_that_do_not_start_fall_back_to_threads(tiny_fitness, monkeypatch):
 
     genomes = [g for g, _ in initial_population(tiny_fitness.space, tiny_fitness.cfg.population, 3, random.Random(5))]
-    expected = SequentialEvaluator(tiny_fitness, threads=1).evaluate(genomes)
-    monkeypatch.setattr(forked, "_child_ready", _hang)
+    expected = SequentialEvaluator(tiny_fitness.task, tiny_fitness.parent, threads=1).evaluate(genomes)
+    monkeypatch.setattr(forked, "child_ready", _hang)
     monkeypatch.setattr(forked, "READY_TIMEOUT_S", 0.5)
-    evaluator = SequentialEvaluator(tiny_fitness, threads=2, pool="processes")
+    evaluator = SequentialEvaluator(tiny_fitness.task, tiny_fitness.parent, threads=2, pool="processes")
     with pytest.warns(UserWarning, match="did not start within.*threads from now on"):
         got = evaluator.evaluate(genomes)
     assert evaluator.pool == "threads"
@@ -176,17 +176,17 @@ def test_workers_that_do_not_start_fall_back_to_threads(tiny_fitness, monkeypatc
 def test_a_changed_parent_is_seen_by_fresh_workers(tiny_fitness):
 
     genomes = [g for g, _ in initial_population(tiny_fitness.space, tiny_fitness.cfg.population, 3, random.Random(6))]
-    evaluator = SequentialEvaluator(tiny_fitness, threads=2, pool="processes")
+    evaluator = SequentialEvaluator(tiny_fitness.task, tiny_fitness.parent, threads=2, pool="processes")
     evaluator.evaluate(genomes)
-    first = evaluator._workers
+    first = evaluator.forked_pool
     saved = {k: v.clone() for k, v in tiny_fitness.parent.state_dict().items()}
     try:
         with torch.no_grad():
             for p in tiny_fitness.parent.parameters():
                 p.data.mul_(0.5)  # through .data: the version counter does not see it, the checksum does
         got = evaluator.evaluate(genomes)
-        assert evaluator._workers is not first
-        expected = SequentialEvaluator(tiny_fitness, threads=1).evaluate(genomes)
+        assert evaluator.forked_pool is not first
+        expected = SequentialEvaluator(tiny_fitness.task, tiny_fitness.parent, threads=1).evaluate(genomes)
         assert [(o.accuracy, o.kd_loss) for o in got] == [(o.accuracy, o.kd_loss) for o in expected]
     finally:
         tiny_fitness.parent.load_state_dict(saved)

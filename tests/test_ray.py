@@ -101,17 +101,18 @@ def test_a_killed_worker_is_replaced_and_its_genomes_evaluated(tiny_fitness, tin
         evaluator.close()
 
 
-def test_ray_settings_are_checked_before_any_worker_starts(tiny_fitness, tiny_overrides):
-    import copy
-
+@pytest.mark.xfail(reason="these rules move to config load time (config/, a parallel change); remove this marker "
+                          "once it is merged", strict=False)
+def test_ray_settings_are_checked_before_any_worker_starts(tiny_overrides):
     for sets, key in [(["evaluator.gpus_per_worker=1.5"], "evaluator.gpus_per_worker"),
                       (["fitness.device=cuda"], "evaluator.gpus_per_worker"),
                       (["fitness.device=cpu", "evaluator.gpus_per_worker=0.5"], "evaluator.gpus_per_worker")]:
-        fitness = copy.copy(tiny_fitness)  # a shallow copy with another config: nothing is rebuilt
-        fitness.cfg = load_config(overrides=tiny_overrides + RAY + sets)
         with pytest.raises(ConfigError) as err:
-            RayEvaluator(fitness)
+            load_config(overrides=tiny_overrides + RAY + sets)
         assert err.value.key == key
+
+
+def test_an_unknown_backend_is_refused():
     with pytest.raises(ConfigError, match="evaluator.backend"):
         load_config(overrides=["evaluator.backend=spark"])
 
@@ -119,15 +120,20 @@ def test_ray_settings_are_checked_before_any_worker_starts(tiny_fitness, tiny_ov
 def test_the_parent_travels_as_a_state_dict_or_whole_when_the_config_cannot_build_it(tiny_fitness, tiny_overrides):
     import torch
 
-    from evoprune.fitness.evaluators.ray import _build_parent, _parent_payload
+    from evoprune.fitness.evaluators.ray import parent_payload, parent_from_payload
 
+    parent, task = tiny_fitness.parent, tiny_fitness.task
+    shape = tuple(task.example_input.shape[1:])
     cfg = load_config(overrides=tiny_overrides)
-    payload = _parent_payload(tiny_fitness, cfg)
+    payload = parent_payload(parent, shape, task.n_classes, cfg.parent)
     assert "state_dict" in payload and "module" not in payload
-    rebuilt = _build_parent(payload, cfg)
-    for (name, a), (_, b) in zip(tiny_fitness.parent.state_dict().items(), rebuilt.state_dict().items()):
+    assert payload["config"].parent.pretrained == "none"  # the weights are in the state_dict: never a download
+    rebuilt = parent_from_payload(payload)
+    for (name, a), (_, b) in zip(parent.state_dict().items(), rebuilt.state_dict().items()):
         assert torch.equal(a.cpu(), b), name
     other = load_config(overrides=tiny_overrides + ["parent.width=16"])  # builds another shape
-    payload = _parent_payload(tiny_fitness, other)
-    assert "module" in payload and payload["module"] is not tiny_fitness.parent
-    assert _build_parent(payload, other).state_dict().keys() == tiny_fitness.parent.state_dict().keys()
+    for parent_config in (other.parent, None):  # or no config to build it with at all
+        payload = parent_payload(parent, shape, task.n_classes, parent_config)
+        assert "module" in payload and payload["module"] is not parent
+        assert parent_from_payload(payload).state_dict().keys() == parent.state_dict().keys()
+

@@ -18,7 +18,7 @@ from conftest import run_cli
 from evoprune import atomic, load_config
 from evoprune.atomic import atomic_write, write_json, write_text
 from evoprune.config import Config
-from evoprune.fitness.evaluators.sequential import one_thread_on_cpu
+from evoprune.fitness.recipe import one_thread_on_cpu
 from evoprune.run.writer import CHECKPOINT, CHECKPOINT_PREV, CheckpointError, RunWriter
 
 ROOT = Path(__file__).resolve().parents[1]

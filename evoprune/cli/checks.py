@@ -163,9 +163,9 @@ def check_memory_format(cfg: Any) -> None:
 def check_evaluator(cfg: Any) -> None:
     """What the evaluator needs from this machine, before the parent is trained for it."""
     if cfg.evaluator.backend == "ray":
-        from evoprune.fitness.evaluators.ray import _import_ray
+        from evoprune.fitness.evaluators.ray import import_ray
 
-        _import_ray()
+        import_ray()
     if cfg.evaluator.pool == "processes":
         from evoprune.fitness.evaluators.forked import fork_available
 

@@ -68,12 +68,12 @@ class Run:
             raise ValueError(problem)
         genome = self.genome(i)
         if weights == "finetuned":
-            from evoprune.fitness.evaluators.sequential import finetune_and_recalibrate, one_thread_on_cpu
+            from evoprune.fitness.recipe import finetune_and_recalibrate, one_thread_on_cpu
 
             fitness = self.fitness()
             model = materialise(fitness.parent, genome, fitness.example_input)
             with one_thread_on_cpu(fitness.device):
-                finetune_and_recalibrate(model, fitness)
+                finetune_and_recalibrate(model, fitness.task, fitness.parent)
             return model.cpu().eval()
         example = torch.zeros((1, *self.task["input_shape"]))
         model = materialise(self.parent(), genome, example).eval()
@@ -101,7 +101,7 @@ class Run:
 
     def val_accuracy(self, model: nn.Module) -> float:
         """`model`'s accuracy on the validation inputs the search scored (as the search scored them)."""
-        from evoprune.fitness.evaluators.sequential import one_thread_on_cpu
+        from evoprune.fitness.recipe import one_thread_on_cpu
 
         fitness = self.fitness()
         with one_thread_on_cpu(fitness.device):

@@ -5,6 +5,7 @@ _EXPORTS = {
     "BatchedEvaluator": "batched",
     "Unsupported": "batched",
     "choose_evaluator": "choose",
+    "Evaluator": "protocol",
     "RayEvaluator": "ray",
     "SequentialEvaluator": "sequential",
 }

@@ -11,21 +11,23 @@ import copy
 import time
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from evoprune.config import FitnessConfig
+from evoprune.fitness.evaluators.sequential import SequentialEvaluator
 from evoprune.fitness.losses import logit_kd_per_model
-from evoprune.genome import Genome
-from evoprune.pruning.groups import build_graph, prunable_groups
-from evoprune.objectives import Objectives
 from evoprune.fitness.precision import Scaler, autocast
-from evoprune.fitness.evaluators.sequential import SequentialEvaluator, make_optimizer, recalibrate_bn
-
-if TYPE_CHECKING:
-    from evoprune.fitness.facade import Fitness
+from evoprune.fitness.recipe import make_optimizer, recalibrate_bn
+from evoprune.fitness.scoring import genome_objectives
+from evoprune.fitness.staged import StagedTask
+from evoprune.genome import Genome
+from evoprune.objectives import Objectives
+from evoprune.pruning.groups import build_graph, prunable_groups
+from evoprune.pruning.space import SearchSpace
 
 _EXACT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
 
@@ -72,29 +74,37 @@ def mask_plan(parent: nn.Module, example_input: torch.Tensor) -> list[MaskedPara
 
 
 class BatchedEvaluator:
-    """Masked population fine-tune with vmap; chunks the population to fit memory."""
+    """Masked population fine-tune with vmap; chunks the population to fit memory.
+
+    `chunk`: `evaluator.chunk` (0: the whole population at once; halved on CUDA out-of-memory);
+    `threads`, `pool`: the sequential evaluator's settings, for the fallback when not even one masked
+    individual fits. `info` is the choice's record; a fallback notes itself there.
+    """
 
     kind = "batched"
 
-    def __init__(self, fitness: "Fitness", chunk: int = 0):
-        self.fitness = fitness
+    def __init__(self, task: StagedTask, parent: nn.Module, space: SearchSpace, chunk: int = 0,
+                 threads: int = 0, pool: str = "auto"):
+        self.task, self.parent, self.space = task, parent, space
         self.chunk = chunk
-        self.model = copy.deepcopy(fitness.parent)
-        self.plan = mask_plan(fitness.parent, fitness.example_input)
+        self._fallback_settings = (threads, pool)
+        self.info: dict = {"kind": self.kind}
+        self.model = copy.deepcopy(parent)
+        self.plan = mask_plan(parent, task.example_input)
         self.params = {n: p.detach() for n, p in self.model.named_parameters()}
-        self.trainable = {n: p.requires_grad for n, p in fitness.parent.named_parameters()}
+        self.trainable = {n: p.requires_grad for n, p in parent.named_parameters()}
         self._fallback: SequentialEvaluator | None = None
         self.buffers = {n: b.detach() for n, b in self.model.named_buffers()}
 
     # -- masks -----------------------------------------------------------------------------
     def masks(self, genomes: list[Genome]) -> dict[str, torch.Tensor]:
         """Per-parameter masks of shape (P, *broadcastable param shape) on the device."""
-        device = self.fitness.device
+        device = self.task.device
         out: dict[str, torch.Tensor] = {}
         for mp in self.plan:
             shape = self.params[mp.name].shape
             n = shape[mp.dim]
-            n_root = self.fitness.space.group(mp.group).n_channels
+            n_root = self.space.group(mp.group).n_channels
             m = torch.zeros(len(genomes), n)
             for i, g in enumerate(genomes):
                 keep_root = torch.zeros(n_root, dtype=torch.bool)
@@ -115,30 +125,34 @@ class BatchedEvaluator:
 
         return vmap(one, in_dims=(0, 0, 0))(params, buffers, masks)
 
-    def _stack(self, n: int) -> tuple[dict, dict]:
+    def stack(self, n: int) -> tuple[dict, dict]:
+        """`n` copies of the parent's parameters and buffers, stacked on a new dimension 0 (the
+        population), ready for `logits` with `masks`."""
         # Frozen parameters stay frozen, as in the pruned subnets (materialise keeps the flags).
         params = {k: v.unsqueeze(0).repeat(n, *[1] * v.dim()).clone().requires_grad_(self.trainable[k])
                   for k, v in self.params.items()}
         buffers = {k: v.unsqueeze(0).repeat(n, *[1] * v.dim()).clone() for k, v in self.buffers.items()}
         return params, buffers
 
-    def finetune(self, genomes: list[Genome], steps: int | None = None):
-        """KD fine-tune of all genomes together; returns (params, buffers, masks, tail loss (P,), finite (P,))."""
-        cfg = self.fitness.cfg.fitness
+    def finetune(self, genomes: list[Genome], steps: int | None = None, cfg: FitnessConfig | None = None):
+        """KD fine-tune of all genomes together; returns (params, buffers, masks, tail loss (P,), finite (P,)).
+        `cfg`: other recipe settings than the task's (e.g. fp32 for the proof)."""
+        cfg = self.task.cfg if cfg is None else cfg
+        device = self.task.device
         steps = cfg.steps if steps is None else steps
         n = len(genomes)
-        params, buffers = self._stack(n)
+        params, buffers = self.stack(n)
         masks = self.masks(genomes)
         tail_start = steps - max(1, steps // 5)
-        tail = torch.zeros(n, device=self.fitness.device)
-        finite = torch.ones(n, dtype=torch.bool, device=self.fitness.device)
+        tail = torch.zeros(n, device=device)
+        finite = torch.ones(n, dtype=torch.bool, device=device)
         if steps:
             opt = make_optimizer(params.values(), cfg)
-            scaler = Scaler(cfg, self.fitness.device)
+            scaler = Scaler(cfg, device)
             self.model.train()
             for step in range(steps):
-                x, y, t = self.fitness.batch(step)
-                with autocast(cfg, self.fitness.device):
+                x, y, t = self.task.batch(step)
+                with autocast(cfg, device):
                     out = self._forward(params, buffers, masks, x)
                 losses = logit_kd_per_model(cfg.kd, out.float(), t, y, cfg.temperature, cfg.alpha)
                 # Tensors, not .item(): no host synchronisation inside the step loop.
@@ -154,7 +168,7 @@ class BatchedEvaluator:
             tail /= steps - tail_start
         if cfg.adaptive_bn:
             detached = {k: v.detach() for k, v in params.items()}
-            recalibrate_bn(self.model, self.fitness, cfg.adaptive_bn,
+            recalibrate_bn(self.model, self.task, cfg.adaptive_bn,
                            forward=lambda x: self._forward(detached, buffers, masks, x))
         self.model.eval()
         return params, buffers, masks, tail, finite
@@ -177,14 +191,14 @@ class BatchedEvaluator:
         while i < len(genomes):
             part = genomes[i:i + size]
             try:
-                out.extend(self._evaluate_chunk(part))
+                out.extend(self.evaluate_chunk(part))
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 if size == 1:  # not even one masked individual fits: the pruned shapes are smaller
                     warnings.warn("CUDA out of memory with one individual per batched step; "
                                   "evaluating from now on sequentially, in the pruned shapes")
-                    self._fallback = SequentialEvaluator(self.fitness)
-                    self.fitness.evaluator_info["fallback"] = "sequential after CUDA out-of-memory"
+                    self._fallback = SequentialEvaluator(self.task, self.parent, *self._fallback_settings)
+                    self.info["fallback"] = "sequential after CUDA out-of-memory"
                     out.extend(self._fallback.evaluate(genomes[i:], on_done))
                     return out
                 size = max(1, size // 2)  # halve the chunk and retry the same genomes
@@ -195,18 +209,21 @@ class BatchedEvaluator:
                 on_done(len(part))
         return out
 
-    def _evaluate_chunk(self, genomes: list[Genome]) -> list[Objectives]:
+    def evaluate_chunk(self, genomes: list[Genome]) -> list[Objectives]:
+        """One batched fine-tune of all `genomes` and their objectives (no chunking, no out-of-memory handling)."""
         start = time.perf_counter()
         params, buffers, masks, tail, finite = self.finetune(genomes)
-        logits = self.logits(params, buffers, masks, self.fitness.val_x)
-        acc = (logits.argmax(-1) == self.fitness.val_y.unsqueeze(0)).float().mean(-1)
+        logits = self.logits(params, buffers, masks, self.task.val_x)
+        acc = (logits.argmax(-1) == self.task.val_y.unsqueeze(0)).float().mean(-1)
         acc, tail, finite = acc.cpu().tolist(), tail.cpu().tolist(), finite.cpu().tolist()
         per = (time.perf_counter() - start) / len(genomes)
-        steps = self.fitness.cfg.fitness.steps
-        objs = []
-        for g, a, loss, ok in zip(genomes, acc, tail, finite):
-            objs.append(self.fitness.size_objectives(g, a if ok else 0.0, loss if steps else float("nan"), ok, per))
-        return objs
+        steps = self.task.cfg.steps
+        return [genome_objectives(self.task, self.parent, g, a if ok else 0.0, loss if steps else float("nan"), ok, per)
+                for g, a, loss, ok in zip(genomes, acc, tail, finite)]
+
+    def close(self) -> None:
+        if self._fallback is not None:
+            self._fallback.close()
 
 
 def _clip_per_individual(params: list[torch.Tensor], max_norm: float) -> None:

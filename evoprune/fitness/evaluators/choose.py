@@ -1,22 +1,25 @@
 """Choosing an evaluator: a measured rule, and a proof that the batched form is exact on the actual parent."""
 from __future__ import annotations
 
+import dataclasses
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from torch import nn
 
+from evoprune.config import EvaluatorConfig, ParentConfig
 from evoprune.config.streams import stream_seed
-
+from evoprune.fitness.evaluators.batched import BatchedEvaluator, Unsupported
+from evoprune.fitness.evaluators.protocol import Evaluator
+from evoprune.fitness.evaluators.sequential import SequentialEvaluator
 from evoprune.fitness.losses import FEATURE_KD_LOSSES, LOGIT_KD_LOSSES
+from evoprune.fitness.recipe import finetune_and_recalibrate
+from evoprune.fitness.staged import StagedTask
 from evoprune.metrics import logits_of
 from evoprune.pruning.draw import pruned_genome
 from evoprune.pruning.materialise import materialise
-from evoprune.fitness.evaluators.batched import BatchedEvaluator, Unsupported
-from evoprune.fitness.evaluators.sequential import SequentialEvaluator, finetune_and_recalibrate
-
-if TYPE_CHECKING:
-    from evoprune.fitness.facade import Fitness
+from evoprune.pruning.space import SearchSpace
 
 FORWARD_TOL = 1e-3  # max |masked - pruned| logit difference, relative to max(1, |logits|)
 FINETUNE_TOL = 2e-2  # the same after a few fine-tune steps (rounding differences grow a little)
@@ -24,11 +27,11 @@ PROBE_GENOMES = 4
 PROBE_STEPS = 3
 
 
-def probe_genomes(fitness: "Fitness", n: int = PROBE_GENOMES) -> list:
+def probe_genomes(space: SearchSpace, seed: int, n: int = PROBE_GENOMES) -> list:
     """A fixed spread of subnets (mild to heavy pruning) for the proof."""
-    rng = random.Random(stream_seed(fitness.cfg.seed, "evaluator.probe"))
-    crits = fitness.space.criteria
-    return [pruned_genome(fitness.space, crits[i % len(crits)], 0.2 + 0.6 * i / max(1, n - 1), 0.1, rng)
+    rng = random.Random(stream_seed(seed, "evaluator.probe"))
+    crits = space.criteria
+    return [pruned_genome(space, crits[i % len(crits)], 0.2 + 0.6 * i / max(1, n - 1), 0.1, rng)
             for i in range(n)]
 
 
@@ -37,36 +40,29 @@ def _close(a: torch.Tensor, b: torch.Tensor, tol: float) -> tuple[bool, float]:
     return diff <= tol * max(1.0, float(b.abs().max())), diff
 
 
-def verify(batched: BatchedEvaluator, fitness: "Fitness") -> dict[str, Any]:
+def verify(batched: BatchedEvaluator) -> dict[str, Any]:
     """Raise Unsupported unless masked == pruned, before and after a short fine-tune.
 
     Exactness is a structural property, so it is checked in fp32 whatever `fitness.precision` is
-    (bf16 rounding alone would exceed the tolerances).
+    (bf16 rounding alone would exceed the tolerances): both forms get fp32 settings explicitly.
     """
-    precision = fitness.cfg.fitness.precision
-    fitness.cfg.fitness.precision = "fp32"
-    try:
-        return _verify(batched, fitness)
-    finally:
-        fitness.cfg.fitness.precision = precision
-
-
-def _verify(batched: BatchedEvaluator, fitness: "Fitness") -> dict[str, Any]:
-    genomes = probe_genomes(fitness)
-    x = fitness.val_x[:128]
-    params, buffers = batched._stack(len(genomes))
+    task, parent = batched.task, batched.parent
+    cfg = dataclasses.replace(task.cfg, precision="fp32")
+    genomes = probe_genomes(batched.space, task.seed)
+    x = task.val_x[:128]
+    params, buffers = batched.stack(len(genomes))
     masked = batched.logits(params, buffers, batched.masks(genomes), x)
-    steps = min(fitness.cfg.fitness.steps, PROBE_STEPS)
-    params, buffers, masks, _, _ = batched.finetune(genomes, steps=steps)
+    steps = min(cfg.steps, PROBE_STEPS)
+    params, buffers, masks, _, _ = batched.finetune(genomes, steps=steps, cfg=cfg)
     tuned = batched.logits(params, buffers, masks, x)
     worst = {"forward": 0.0, "finetune": 0.0}
     for i, g in enumerate(genomes):
-        model = materialise(fitness.parent, g, fitness.example_input)
+        model = materialise(parent, g, task.example_input)
         ok, diff = _close(masked[i].cpu(), logits_of(model, x), FORWARD_TOL)
         worst["forward"] = max(worst["forward"], diff)
         if not ok:
             raise Unsupported(f"masked forward differs from the pruned network by {diff:.3g}")
-        finetune_and_recalibrate(model, fitness, steps=steps)
+        finetune_and_recalibrate(model, task, parent, steps=steps, cfg=cfg)
         out = logits_of(model, x)
         ok, diff = _close(tuned[i].cpu(), out, FINETUNE_TOL)
         worst["finetune"] = max(worst["finetune"], diff)
@@ -87,30 +83,35 @@ def prefers_batched(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def choose_evaluator(fitness: "Fitness") -> tuple[Any, dict[str, Any]]:
-    """The evaluator that `evaluator.kind` asks for, with the evidence for the choice."""
-    if fitness.cfg.evaluator.backend == "ray":  # workers apply this same rule on their own devices
+def choose_evaluator(task: StagedTask, parent: nn.Module, space: SearchSpace, settings: EvaluatorConfig,
+                     parent_config: ParentConfig | None = None) -> tuple[Evaluator, dict[str, Any]]:
+    """The evaluator that `settings` (the `evaluator` config section) asks for, with the evidence for the
+    choice. `parent_config`: how the parent is built, so Ray workers can rebuild it from a state_dict
+    (without it the module travels whole)."""
+    if settings.backend == "ray":  # workers apply this same rule on their own devices
         from evoprune.fitness.evaluators.ray import RayEvaluator  # Ray is optional: imported only when asked for
 
-        ray_evaluator = RayEvaluator(fitness)
+        ray_evaluator = RayEvaluator(task, parent, space, settings, parent_config)
         return ray_evaluator, ray_evaluator.info
-    kind = fitness.cfg.evaluator.kind
+    kind = settings.kind
+
+    def sequential(reason: str) -> tuple[Evaluator, dict[str, Any]]:
+        return SequentialEvaluator(task, parent, settings.threads, settings.pool), {"kind": "sequential",
+                                                                                  "reason": reason}
+
     if kind == "sequential":
-        return SequentialEvaluator(fitness), {"kind": "sequential", "reason": "configured"}
-    if fitness.cfg.fitness.kd in FEATURE_KD_LOSSES:
-        reason = (f"{'auto' if kind == 'auto' else 'configured batched'}: fitness.kd={fitness.cfg.fitness.kd} needs "
-                  f"the subnets' feature maps; the batched evaluator supports only logit losses "
-                  f"({', '.join(LOGIT_KD_LOSSES)})")
-        return SequentialEvaluator(fitness), {"kind": "sequential", "reason": reason}
-    if kind == "auto" and not prefers_batched(fitness.device):
-        reason = "auto: sequential on a CPU (measured faster there; batched is for CUDA)"
-        return SequentialEvaluator(fitness), {"kind": "sequential", "reason": reason}
+        return sequential("configured")
+    if task.cfg.kd in FEATURE_KD_LOSSES:
+        return sequential(f"{'auto' if kind == 'auto' else 'configured batched'}: fitness.kd={task.cfg.kd} needs "
+                          f"the subnets' feature maps; the batched evaluator supports only logit losses "
+                          f"({', '.join(LOGIT_KD_LOSSES)})")
+    if kind == "auto" and not prefers_batched(task.device):
+        return sequential("auto: sequential on a CPU (measured faster there; batched is for CUDA)")
     try:
-        batched = BatchedEvaluator(fitness, fitness.cfg.evaluator.chunk)
-        evidence = verify(batched, fitness)
+        batched = BatchedEvaluator(task, parent, space, settings.chunk, settings.threads, settings.pool)
+        evidence = verify(batched)
     except Unsupported as exc:
-        info = {"kind": "sequential", "reason": f"batched form not exact for this parent: {exc}"}
-        return SequentialEvaluator(fitness), info
-    reason = "configured; proof passed" if kind == "batched" else \
-        f"auto: proof passed; batched on {fitness.device.type}"
-    return batched, {"kind": "batched", "reason": reason, **evidence}
+        return sequential(f"batched form not exact for this parent: {exc}")
+    reason = "configured; proof passed" if kind == "batched" else f"auto: proof passed; batched on {task.device.type}"
+    batched.info.update({"kind": "batched", "reason": reason, **evidence})
+    return batched, batched.info

@@ -105,7 +105,7 @@ def _child_run(key: int, index: int, item: Any) -> Any:
         running[_SLOT] = -1
 
 
-def _child_ready(key: int) -> int:
+def child_ready(key: int) -> int:
     """Run a small convolution forward and backward, then meet the other children.
 
     A fork that copied a lock held by another thread (MKL's allocator, say) hangs on the first torch
@@ -208,11 +208,11 @@ class ForkedPool:
             try:
                 self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"),
                                                  initializer=_child_init, initargs=(os.getpid(),))
-                ready = [self._pool.submit(_child_ready, self._key) for _ in range(workers)]
+                ready = [self._pool.submit(child_ready, self._key) for _ in range(workers)]
                 # Private, but 3.10-3.13 have no public way to kill an executor's processes.
                 self._processes = list((getattr(self._pool, "_processes", None) or {}).values())
-                # Killed on garbage collection too: evaluator and Fitness refer to each other, so
-                # without this idle children would wait for the cycle collector.
+                # Killed on garbage collection too: idle children must not outlive a dropped
+                # evaluator (nor wait for the cycle collector where one sits in a reference cycle).
                 self._finalizer = weakref.finalize(self, _kill, self._processes, self._pool)
                 try:
                     done, _ = wait(ready, timeout=READY_TIMEOUT_S + 5)
@@ -225,6 +225,11 @@ class ForkedPool:
             finally:
                 # The children hold their copies; nothing here keeps `work` (and its owner) alive.
                 del _WORK[self._key], _BARRIERS[self._key], _TRACKS[self._key]
+
+    @property
+    def pids(self) -> list[int]:
+        """The children's process ids."""
+        return [p.pid for p in self._processes]
 
     def alive(self) -> bool:
         """Every child still runs (they die with the thread that forked them, e.g. a finished thread)."""

@@ -1,32 +1,34 @@
 """Ray evaluator: a population's fine-tunes spread over Ray actors, on one machine or a cluster.
 
-The parent (state_dict plus the config that builds it), the staged fine-tune data and the teacher's
-outputs go into Ray's object store once; each actor builds a `Fitness` from them on its own device
-(`Fitness.from_staged`) and evaluates chunks of genomes with the local evaluator that `choose.py`
-picks there. Genomes and objectives travel as plain data (their JSON forms). Every individual runs
-with one torch thread, as in the local sequential evaluator, so objectives do not depend on which
-worker ran them. A worker that dies mid-chunk has its chunk re-queued (at most `RETRIES` times), a fresh
-actor replaces it (at most `MAX_RESTARTS` per worker), and results are keyed by genome key, so
-nothing is lost or counted twice.
+The parent (state_dict plus the parent config that builds it), the StagedTask (fine-tune data, the
+teacher's outputs, the validation split, the parent's sizes) and the SearchSpace go into Ray's object
+store once; each actor moves the task to its own device and evaluates chunks of genomes with the local
+evaluator that `choose.py` picks there. Genomes and objectives travel as plain data (their JSON forms).
+Every individual runs with one torch thread, as in the local sequential evaluator, so objectives do not
+depend on which worker ran them. A worker that dies mid-chunk has its chunk re-queued (at most `RETRIES`
+times), a fresh actor replaces it (at most `MAX_RESTARTS` per worker), and results are keyed by genome
+key, so nothing is lost or counted twice.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import socket
 import warnings
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
+from torch import nn
 
-from evoprune.config import ConfigError
+from evoprune.config import Config, ConfigError, EvaluatorConfig, ParentConfig
+from evoprune.fitness.precision import check_channels_last
+from evoprune.fitness.staged import StagedTask, resolve_device
 from evoprune.genome import Genome
 from evoprune.objectives import Objectives
-
-if TYPE_CHECKING:
-    from evoprune.fitness.facade import Fitness
+from evoprune.pruning.space import SearchSpace
 
 RETRIES = 3  # times one chunk is re-queued after its worker died, before the evaluation fails
 MAX_RESTARTS = 3  # fresh actors per worker slot that may replace dead ones (built from the object store)
@@ -34,7 +36,8 @@ READY_TIMEOUT_S = 600.0  # for the first worker to come up (cluster scheduling, 
 CRASH_ENV = "EVOPRUNE_RAY_CRASH_ONCE"  # test hook: a marker path; the first worker to see it missing dies
 
 
-def _import_ray():
+def import_ray():
+    """The `ray` module, or a ConfigError saying how to install it."""
     try:
         import ray
     except ImportError:
@@ -42,56 +45,58 @@ def _import_ray():
     return ray
 
 
-def _parent_payload(fitness: "Fitness", cfg: Any) -> dict[str, Any]:
-    """The parent as a state_dict plus what builds it; the module itself only when the config does not
-    build this very architecture (e.g. a user's own parent handed to Fitness)."""
+def parent_payload(parent: nn.Module, input_shape: tuple[int, ...], n_classes: int,
+                   parent_config: ParentConfig | None) -> dict[str, Any]:
+    """The parent as a state_dict plus the parent config that builds it; the module itself when no config
+    is given or it does not build this very architecture (e.g. a user's own parent handed to Fitness).
+    The config travels with `pretrained: none`: the weights come from the state_dict, never a download."""
     from evoprune.parent.train import build_parent
 
-    state = {k: v.detach().cpu() for k, v in fitness.parent.state_dict().items()}
-    shape = tuple(fitness.example_input.shape[1:])
-    n_classes = fitness.data.n_classes if fitness.data is not None else int(fitness.ft_teacher.shape[-1])
-    try:
-        with torch.device("meta"):  # shapes only: no memory, no draw from the global RNG
-            ref = build_parent(cfg, shape, n_classes).state_dict()
-        same = list(ref) == list(state) and all(ref[k].shape == state[k].shape for k in ref)
-    except Exception:  # noqa: BLE001 - anything the config cannot build is shipped whole
-        same = False
-    if same:
-        return {"state_dict": state, "input_shape": shape, "n_classes": n_classes}
-    return {"module": copy.deepcopy(fitness.parent).cpu()}
+    state = {k: v.detach().cpu() for k, v in parent.state_dict().items()}
+    shape = tuple(input_shape)
+    if parent_config is not None:
+        cfg = Config(parent=dataclasses.replace(parent_config, pretrained="none"))
+        try:
+            with torch.device("meta"):  # shapes only: no memory, no draw from the global RNG
+                ref = build_parent(cfg, shape, n_classes).state_dict()
+            if list(ref) == list(state) and all(ref[k].shape == state[k].shape for k in ref):
+                return {"state_dict": state, "input_shape": shape, "n_classes": n_classes, "config": cfg}
+        except Exception:  # noqa: BLE001 - anything the config cannot build is shipped whole
+            pass
+    return {"module": copy.deepcopy(parent).cpu()}
 
 
-def _build_parent(payload: dict[str, Any], cfg: Any) -> torch.nn.Module:
+def parent_from_payload(payload: dict[str, Any]) -> nn.Module:
+    """The parent `parent_payload` shipped (eval mode, on the CPU)."""
     if "module" in payload:
         return payload["module"]
     from evoprune.parent.train import build_parent
 
-    cfg = copy.deepcopy(cfg)
-    if hasattr(cfg.parent, "pretrained"):
-        cfg.parent.pretrained = False  # the weights come from the state_dict; never download
     with torch.random.fork_rng(devices=[]):
-        model = build_parent(cfg, payload["input_shape"], payload["n_classes"])
+        model = build_parent(payload["config"], payload["input_shape"], payload["n_classes"])
     model.load_state_dict(payload["state_dict"], strict=True)
     return model.eval()
 
 
 class Worker:
-    """One Ray actor: a Fitness on this worker's device, evaluating chunks of genomes."""
+    """One Ray actor: the shipped task on this worker's device and the local evaluator chosen for it."""
 
     def __init__(self, payload: dict[str, Any], crash_once: str | None = None):
-        from evoprune.fitness.facade import Fitness
-        from evoprune.pruning.space import SearchSpace
+        from evoprune.fitness.evaluators.choose import choose_evaluator
 
         torch.set_num_threads(1)
-        cfg = payload["cfg"]
-        parent = _build_parent(payload["parent"], cfg)
+        task: StagedTask = payload["task"]
+        self.device = resolve_device(task.cfg.device)
+        check_channels_last(task.cfg, self.device)
+        task = task.to(self.device)
+        parent = parent_from_payload(payload["parent"]).to(self.device).eval()
         space = SearchSpace.from_json(payload["space"])
-        self.fitness = Fitness.from_staged(cfg, payload["staged"], parent, space)
+        self.evaluator, self.evaluator_info = choose_evaluator(task, parent, space, payload["evaluator"])
         self.crash_once = crash_once
 
     def info(self) -> dict[str, Any]:
-        return {**self.fitness.evaluator_info, "kind": self.fitness.evaluator.kind,
-                "device": str(self.fitness.device), "host": socket.gethostname(), "pid": os.getpid()}
+        return {**self.evaluator_info, "kind": self.evaluator.kind,
+                "device": str(self.device), "host": socket.gethostname(), "pid": os.getpid()}
 
     def evaluate(self, genomes: list[dict[str, list[int]]]) -> dict[str, Any]:
         """Objectives (JSON form) by genome key, and the local evaluator's kind."""
@@ -99,13 +104,13 @@ class Worker:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # one thread per individual, as the local sequential evaluator
         try:
-            objs = self.fitness.evaluator.evaluate(batch)
+            objs = self.evaluator.evaluate(batch)
         finally:
             torch.set_num_threads(threads)
         if self.crash_once and not os.path.exists(self.crash_once):
             open(self.crash_once, "w").close()
             os._exit(1)  # test hook: die mid-chunk, after the work and before the results are returned
-        return {"kind": self.fitness.evaluator.kind,
+        return {"kind": self.evaluator.kind,
                 "results": [(g.key(), o.to_json()) for g, o in zip(batch, objs)]}
 
 
@@ -117,24 +122,22 @@ class _Chunk:
 
 
 class RayEvaluator:
-    """Same interface as the local evaluators (`kind`, `evaluate(genomes, on_done)`); `kind` is the
-    local evaluator the workers run, so a checkpoint records (and a resume pins) the same thing."""
+    """Same interface as the local evaluators (`kind`, `evaluate(genomes, on_done)`, `close`); `kind` is
+    the local evaluator the workers run, so a checkpoint records (and a resume pins) the same thing.
+
+    `settings`: the `evaluator` config section (address, workers, gpus_per_worker, chunk; the workers
+    choose their local evaluator by its `kind`); `parent_config`: how the parent is built (see
+    `parent_payload`). The settings' own rules (GPU shares against the device) hold at config load time.
+    """
 
     backend = "ray"
 
-    def __init__(self, fitness: "Fitness"):
-        self.ray = ray = _import_ray()
-        ecfg, self.fitness = fitness.cfg.evaluator, fitness
+    def __init__(self, task: StagedTask, parent: nn.Module, space: SearchSpace, settings: EvaluatorConfig,
+                 parent_config: ParentConfig | None = None):
+        self.ray = ray = import_ray()
+        ecfg = self.settings = settings
         gpus = ecfg.gpus_per_worker
-        if gpus > 1 and gpus != int(gpus):
-            raise ConfigError("evaluator.gpus_per_worker", f"expected a share below 1 or a whole number, got {gpus}")
-        device = fitness.cfg.fitness.device
-        if device == "cuda" and gpus == 0:
-            raise ConfigError("evaluator.gpus_per_worker", "fitness.device is 'cuda' but Ray workers get no GPU "
-                                                           "(set evaluator.gpus_per_worker > 0)")
-        if device == "cpu" and gpus > 0:
-            raise ConfigError("evaluator.gpus_per_worker", "workers would hold GPUs that fitness.device 'cpu' "
-                                                           "never uses (set it to 0, or fitness.device to auto)")
+        device = task.cfg.device
         self._owns_ray = not ray.is_initialized()  # else: the caller's Ray (and evaluator.address is unused)
         if self._owns_ray:
             try:
@@ -154,11 +157,12 @@ class RayEvaluator:
         if n > fits:
             warnings.warn(f"{n} Ray workers asked for, {fits} fit the cluster now ({cluster.get('CPU', 0):g} CPUs, "
                           f"{cluster.get('GPU', 0):g} GPUs); the others start when resources appear")
-        wcfg = copy.deepcopy(fitness.cfg)
-        wcfg.evaluator.backend, wcfg.evaluator.threads = "local", 1
-        wcfg.fitness.device = device if device != "auto" else ("cuda" if gpus else "cpu")
-        payload = {"cfg": wcfg, "staged": fitness.staged(), "space": fitness.space.to_json(),
-                   "parent": _parent_payload(fitness, wcfg)}
+        worker_device = device if device != "auto" else ("cuda" if gpus else "cpu")
+        worker_task = task.cpu().with_cfg(dataclasses.replace(task.cfg, device=worker_device))
+        payload = {"task": worker_task, "space": space.to_json(),
+                   "evaluator": dataclasses.replace(ecfg, backend="local", threads=1),
+                   "parent": parent_payload(parent, tuple(task.example_input.shape[1:]), task.n_classes,
+                                            parent_config)}
         self._payload = ray.put(payload)  # once; every actor (and every restart) reads it from the store
         self._crash_once = os.environ.get(CRASH_ENV)
         # Restarts are ours (a fresh actor per dead one, see _retire) rather than Ray's max_restarts: a
@@ -193,6 +197,11 @@ class RayEvaluator:
         actor = self._remote.remote(self._payload, self._crash_once)
         self.actors.append(actor)
         self._starting[actor.info.remote()] = actor
+
+    def wait_for_workers(self, poll_s: float = 1.0) -> None:
+        """Return once every actor has reported in (or been dropped): e.g. before timing an evaluation."""
+        while self._starting:
+            self._poll_starting(poll_s)
 
     def _poll_starting(self, timeout: float) -> None:
         """Move actors that have reported in to `ready` (one with another local evaluator is dropped)."""
@@ -229,7 +238,7 @@ class RayEvaluator:
         """One genome per call for the sequential evaluator (balance); a worker's share for batched."""
         size = 1
         if self.kind == "batched":
-            size = self.fitness.cfg.evaluator.chunk or math.ceil(len(keys) / max(1, len(self.ready)))
+            size = self.settings.chunk or math.ceil(len(keys) / max(1, len(self.ready)))
         return [_Chunk(keys[i:i + size]) for i in range(0, len(keys), size)]
 
     def evaluate(self, genomes: list[Genome], on_done: Callable[[int], None] | None = None) -> list[Objectives]:
