@@ -21,19 +21,18 @@ import os
 import platform
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from evoprune import build_fitness, load_config
+from evoprune.config import apply_overrides, config_from_dict
 from evoprune.fitness.losses import hinton_kd
 from evoprune.genome import Genome
 from evoprune.metrics import accuracy
 from evoprune.objectives import Objectives
-from evoprune.evolve.pareto import front_indices, hypervolume
-from evoprune.evolve.loop import Search
+from evoprune.evolve import Search, front_indices, hypervolume
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every method gets the same budget; the searches use populations of 16 so that the budget buys
@@ -82,14 +81,13 @@ def random_genomes(space, budget: int, seed: int) -> list[Genome]:
 
 
 def search_run(fitness, mode: str, budget: int, scalar_lambda: float = 0.0) -> tuple[list[Genome], list[Objectives], list[str]]:
-    """Run evoprune's search (pareto or scalar GA) for exactly `budget` evaluations on a shared fitness."""
+    """Run evoprune's search (pareto or scalar GA) for exactly `budget` evaluations on a shared fitness
+    (no run directory: the state it returns is all that is needed)."""
     f = copy.copy(fitness)
-    f.cfg = copy.deepcopy(fitness.cfg)
-    s = f.cfg.search
-    s.mode, s.max_evaluations, s.scalar_lambda = mode, budget, scalar_lambda
-    s.generations = 10 ** 6  # the evaluation budget decides
-    with tempfile.TemporaryDirectory() as tmp:
-        state = Search(f, tmp, progress=False, log=lambda line: None).run()
+    f.cfg = config_from_dict(apply_overrides(fitness.cfg.to_dict(), [
+        f"search.mode={mode}", f"search.max_evaluations={budget}", f"search.scalar_lambda={scalar_lambda}",
+        f"search.generations={10 ** 6}"]))  # the evaluation budget decides
+    state = Search(f, progress=False, log=lambda line: None).run()
     return ([r.genome for r in state.records], [r.objectives for r in state.records],
             [r.origin for r in state.records])
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import evoprune
 from evoprune.cli.main import main
-from evoprune.config import Config, config_from_dict, load_config
+from evoprune.config import Config, apply_overrides, config_from_dict, load_config
 
 DEFAULT = Config().to_dict()
 SECTIONS = [k for k, v in DEFAULT.items() if isinstance(v, dict)]
@@ -148,8 +148,7 @@ def test_parent_weights_problems_are_found_before_any_work(tmp_path):
     from evoprune.data.task import load_data
     from evoprune.parent.train import build_parent
 
-    cfg = Config()
-    cfg.parent.width = 8
+    cfg = config_from_dict(apply_overrides(Config().to_dict(), ["parent.width=8"]))
     data = load_data(cfg.data, 0)
     good = build_parent(cfg, data.input_shape, data.n_classes).state_dict()
     torch.save(good, tmp_path / "good.pt")

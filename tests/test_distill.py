@@ -15,7 +15,7 @@ from evoprune.fitness.evaluators import SequentialEvaluator
 from evoprune.deploy.distill import augment, augment_kind
 from evoprune.parent.models import cifar_resnet
 from evoprune.evolve.population import initial_population
-from evoprune.evolve.loop import Search
+from evoprune.run.search import RunDirSearch as Search
 from conftest import TINY, run_cli
 
 

@@ -12,7 +12,7 @@ ray = pytest.importorskip("ray")
 from evoprune import ConfigError, build_fitness, load_config  # noqa: E402
 from evoprune.fitness.evaluators import RayEvaluator  # noqa: E402
 from evoprune.fitness.evaluators.ray import CRASH_ENV  # noqa: E402
-from evoprune.evolve.loop import Search  # noqa: E402
+from evoprune.run.search import RunDirSearch as Search  # noqa: E402
 
 RAY = ["evaluator.backend=ray", "evaluator.workers=2"]
 

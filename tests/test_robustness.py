@@ -19,7 +19,9 @@ from evoprune import atomic, load_config
 from evoprune.atomic import atomic_write, write_json, write_text
 from evoprune.config import Config
 from evoprune.fitness.recipe import one_thread_on_cpu
-from evoprune.run.writer import CHECKPOINT, CHECKPOINT_PREV, CheckpointError, RunWriter
+from evoprune.run.files import CHECKPOINT, CHECKPOINT_PREV
+from evoprune.run.search import RunDirSearch
+from evoprune.run.writer import CheckpointError, RunWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 # One thread per process: on a small shared machine, torch's default (all cores, per process)
@@ -298,7 +300,9 @@ def test_temp_files_of_a_killed_write_are_cleared(tmp_path):
 
 def test_written_files_are_readable_like_normal_files(tmp_path):
     write_text(tmp_path / "a.txt", "x")
-    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~atomic._umask()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 # -- 5. Ctrl-C ----------------------------------------------------------------------------------------
@@ -308,7 +312,7 @@ def _interrupt(*args, **kwargs):
 
 def test_ctrl_c_during_search_prints_the_resume_command(finished_run, tmp_path, monkeypatch):
     run = _copy_run(finished_run, tmp_path / "run")
-    monkeypatch.setattr("evoprune.evolve.loop.Search.run", _interrupt)
+    monkeypatch.setattr(RunDirSearch, "run", _interrupt)
     with _one_thread():
         rc, _, err = _cli(["search", "--resume", run, "--quiet"])
     assert rc == 130
@@ -318,15 +322,13 @@ def test_ctrl_c_during_search_prints_the_resume_command(finished_run, tmp_path, 
 
 def test_ctrl_c_of_a_fresh_run_after_its_first_checkpoint_prints_the_resume_command(tmp_path, monkeypatch,
                                                                                    tiny_overrides):
-    from evoprune.evolve.loop import Search
-
-    real_checkpoint = Search._checkpoint
+    real_write = RunWriter.on_generation
 
     def checkpoint_then_interrupt(self, *args):
-        real_checkpoint(self, *args)  # generation 0 is saved, then "Ctrl-C"
+        real_write(self, *args)  # generation 0 is saved, then "Ctrl-C"
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Search, "_checkpoint", checkpoint_then_interrupt)
+    monkeypatch.setattr(RunWriter, "on_generation", checkpoint_then_interrupt)
     run = tmp_path / "run"
     with _one_thread():
         rc, _, err = _cli(["search", "--out", run, "--quiet", *_sets(tiny_overrides)])
@@ -369,32 +371,30 @@ def test_sigterm_stops_a_search_like_ctrl_c_and_it_resumes(tmp_path, tiny_overri
     assert _checkpoint_generation(run) == saved + 1
 
 
-def _dies_on_marked_genomes(self, genome):
+def _dies_on_marked_genomes(model, fitness, *args, **kwargs):
     """A fine-tune that crashes natively once the marker file exists (forked children check it each call)."""
     if os.path.exists(os.environ["EVOPRUNE_TEST_MARKER"]):
         os.kill(os.getpid(), signal.SIGABRT)
-    return _REAL_ONE(self, genome)
+    return _REAL_FINETUNE(model, fitness, *args, **kwargs)
 
 
-from evoprune.fitness.evaluators.sequential import SequentialEvaluator  # noqa: E402
+from evoprune.fitness.evaluators import sequential  # noqa: E402
 
-_REAL_ONE = SequentialEvaluator._one
+_REAL_FINETUNE = sequential.finetune_and_recalibrate
 
 
 def test_a_crashed_worker_stops_the_search_with_one_paragraph_and_keeps_the_genome(tmp_path, monkeypatch,
                                                                                   tiny_overrides):
-    from evoprune.evolve.loop import Search
-
     marker = tmp_path / "crash-now"
     monkeypatch.setenv("EVOPRUNE_TEST_MARKER", str(marker))
-    monkeypatch.setattr(SequentialEvaluator, "_one", _dies_on_marked_genomes)
-    real_checkpoint = Search._checkpoint
+    monkeypatch.setattr(sequential, "finetune_and_recalibrate", _dies_on_marked_genomes)
+    real_write = RunWriter.on_generation
 
     def checkpoint_then_arm(self, *args):
-        real_checkpoint(self, *args)
+        real_write(self, *args)
         marker.touch()  # generation 0 is saved; the next fine-tune crashes
 
-    monkeypatch.setattr(Search, "_checkpoint", checkpoint_then_arm)
+    monkeypatch.setattr(RunWriter, "on_generation", checkpoint_then_arm)
     run = tmp_path / "run"
     rc, _, err = _cli(["search", "--out", run, "--quiet", *_sets(tiny_overrides + ["evaluator.pool=processes",
                                                                                     "evaluator.threads=2"])])

@@ -13,7 +13,8 @@ from conftest import TINY
 from evoprune import Genome, SearchSpace, build_fitness, load_config, load_run
 from evoprune.metrics import count_params
 from evoprune.parent.train import PARENT_META, PARENT_WEIGHTS
-from evoprune.evolve.loop import Search
+from evoprune.evolve import Search, SearchCallback
+from evoprune.run import CheckpointError, RunDirSearch
 
 FRONT_FIELDS = {"genome", "accuracy", "n_params", "macs", "size_ratio"}
 X = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -25,7 +26,7 @@ def _cfg(*extra: str):
 
 def _search(cfg, run_dir: Path, resume: bool = False):
     fitness = build_fitness(cfg, run_dir=run_dir, progress=False)
-    return Search(fitness, run_dir, progress=False, log=lambda s: None).run(resume=resume)
+    return RunDirSearch(fitness, run_dir, progress=False, log=lambda s: None).run(resume=resume)
 
 
 def _new_dir(tmp_path: Path, name: str, parent_from: Path) -> Path:
@@ -192,6 +193,45 @@ def test_same_seed_same_front(run_a, tmp_path):
     _assert_same_evaluations(other, run_dir)
 
 
+
+class _Recorder(SearchCallback):
+    """A callback that notes what the search reported, in order."""
+
+    def __init__(self):
+        self.events = []
+
+    def on_start(self, fitness, state):
+        self.events.append(("start", state.generation))
+
+    def on_generation(self, state, fitness):
+        self.events.append(("generation", state.generation))
+
+    def on_finish(self, state):
+        self.events.append(("finish", state.generation))
+
+
+def test_a_search_without_a_run_directory_returns_the_same_state_and_writes_nothing(run_a, tmp_path):
+    run_dir, state_a = run_a
+    d = _new_dir(tmp_path, "parent_only", run_dir)  # only to reuse the cached parent
+    before = sorted(p.name for p in d.iterdir())
+    recorder = _Recorder()
+    state = Search(build_fitness(_cfg(), run_dir=d, progress=False), [recorder], progress=False,
+                   log=lambda s: None).run()
+    assert sorted(p.name for p in d.iterdir()) == before
+    def scored(records):  # all but the timing
+        return [(r.genome.key(), r.generation, r.origin, r.objectives.accuracy, r.objectives.size_ratio)
+                for r in records]
+    assert scored(state.records) == scored(state_a.records)
+    assert [r.genome.key() for r in state.front()] == [m["key"] for m in _front(run_dir)["front"]]
+    assert recorder.events == [("start", -1), ("generation", 0), ("generation", 1), ("generation", 2),
+                               ("generation", 3), ("finish", 3)]
+
+
+def test_search_takes_callbacks_not_a_run_directory(run_a, tmp_path):
+    fitness = build_fitness(_cfg(), run_dir=_new_dir(tmp_path, "p", run_a[0]), progress=False)
+    with pytest.raises(TypeError, match="RunDirSearch"):
+        Search(fitness, tmp_path)
+
 class _Interrupt:
     """Evaluator wrapper: raises `exc` at the `nth` evaluation of the `call`-th evaluator call."""
 
@@ -220,7 +260,7 @@ def test_resume_after_interruption_reproduces_the_front(run_a, tmp_path, exc):
     fitness = build_fitness(_cfg(), run_dir=b, progress=False)
     _Interrupt(fitness, call=3, nth=3, exc=exc)  # the 3rd evaluation of generation 2
     with pytest.raises(type(exc)):
-        Search(fitness, b, progress=False, log=lambda s: None).run()
+        RunDirSearch(fitness, b, progress=False, log=lambda s: None).run()
     ckpt = json.loads((b / "checkpoint.json").read_text())
     assert ckpt["generation"] == 1
     assert [int(r["generation"]) for r in _rows(b, "history.csv")] == [0, 1]
@@ -288,8 +328,6 @@ def test_scalar_mode(run_a, tmp_path):
 # -- run directory hygiene and edge cases ------------------------------------------------------
 
 def test_resume_without_a_checkpoint_fails_clearly(run_a, tmp_path):
-    from evoprune.run.writer import CheckpointError
-
     d = _new_dir(tmp_path, "empty", run_a[0])
     with pytest.raises(CheckpointError, match="no usable checkpoint"):
         _search(_cfg(), d, resume=True)
@@ -297,7 +335,7 @@ def test_resume_without_a_checkpoint_fails_clearly(run_a, tmp_path):
     fitness = build_fitness(_cfg(), run_dir=d, progress=False)
     _Interrupt(fitness, call=1, nth=2, exc=KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
-        Search(fitness, d, progress=False, log=lambda s: None).run()
+        RunDirSearch(fitness, d, progress=False, log=lambda s: None).run()
     with pytest.raises(CheckpointError):
         _search(_cfg(), d, resume=True)
     _search(_cfg("search.max_evaluations=6"), d)

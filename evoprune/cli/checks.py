@@ -6,44 +6,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import time
 from pathlib import Path
 from typing import Any
 
+from evoprune.cli.errors import UsageError, as_path, one_line, os_error
 from evoprune.config import (ConfigError, apply_overrides, config_from_dict, load_config, parse_override, read_yaml,
-                     short)
-from evoprune.run.writer import RUN_FILES, RunWriter
+                             short)
+from evoprune.run.files import CONFIG, RUN_FILES, RUN_MARKERS
+from evoprune.run.writer import CheckpointError, RunWriter
 
 RESUME_OVERRIDABLE = ("search.generations", "search.max_evaluations", "search.patience", "search.min_gain")
 # May differ between config.yaml and a checkpoint: the resume budget, and `evaluator.kind`, which a
 # resume replaces by the evaluator the run actually used (see pin_evaluator).
 RESUME_MAY_DIFFER = RESUME_OVERRIDABLE + ("evaluator.kind",)
-RUN_MARKERS = ("config.yaml", "checkpoint.json", "checkpoint.prev.json", "parent.json")
-
-
-class UsageError(Exception):
-    """Bad command-line input that is not a config error (paths, flags)."""
-
-
-def one_line(text: object, limit: int = 1000) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def as_path(text: str, flag: str) -> Path:
-    if not text or "\0" in text:
-        raise UsageError(f"{flag}: expected a path, got {short(text)}")
-    return Path(text)
-
-
-def os_error(exc: OSError) -> str:
-    where = f"{exc.filename}: " if exc.filename else ""
-    return f"{where}{exc.strerror or exc}"
-
-
-def command(*parts: str) -> str:
-    return " ".join(shlex.quote(p) for p in ("python", "-m", "evoprune", *parts))
 
 
 def is_run_dir(path: Path) -> bool:
@@ -90,7 +66,7 @@ def check_out_dir(out: Path, force: bool, cfg: Any = None) -> None:
 
 def config_difference(run_dir: Path, cfg: Any) -> str | None:
     """None when the run's config.yaml is `cfg` (or it has none), else the first difference, readably."""
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG
     if not path.is_file():
         return None
     try:
@@ -144,18 +120,20 @@ def pin_evaluator(cfg: Any, used: Any) -> Any:
 
 
 def check_device(cfg: Any) -> None:
-    if cfg.fitness.device == "cuda":
-        import torch
+    """`fitness.device` must be one this machine has (the library's rule: resolve_device)."""
+    from evoprune.fitness import resolve_device
 
-        if not torch.cuda.is_available():
-            raise ConfigError("fitness.device", "'cuda' but no CUDA device is available (use cpu or auto)")
+    try:
+        resolve_device(cfg.fitness.device)
+    except RuntimeError:
+        raise ConfigError("fitness.device", "'cuda' but no CUDA device is available (use cpu or auto)") from None
 
 
 def check_memory_format(cfg: Any) -> None:
     """`fitness.channels_last: true` on a CPU only where this torch survives the known crash (a probe)."""
     if cfg.fitness.channels_last is True:
+        from evoprune.fitness import resolve_device
         from evoprune.fitness.precision import check_channels_last
-        from evoprune.fitness.facade import resolve_device
 
         check_channels_last(cfg.fitness, resolve_device(cfg.fitness.device))
 
@@ -237,17 +215,20 @@ def resume_config(args: argparse.Namespace) -> tuple[Path, Any, dict[str, Any]]:
     if not run_dir.is_dir():
         raise UsageError(f"--resume {run_dir}: no such directory")
     writer = RunWriter(run_dir)
-    has_config, has_checkpoint = (run_dir / "config.yaml").is_file(), writer.has_checkpoint()
+    has_config, has_checkpoint = (run_dir / CONFIG).is_file(), writer.has_checkpoint()
     if has_checkpoint and not has_config:
         raise UsageError(f"--resume {run_dir}: config.yaml is missing; a resume needs the run's own config")
     if not has_config:
         raise UsageError(f"--resume {run_dir}: not an evoprune run directory (no config.yaml and checkpoint); "
                          f"a run that stopped before writing its config is started again with its own "
                          f"`search --config ... --out {run_dir}`")
-    cfg = config_from_dict(apply_overrides(read_yaml(run_dir / "config.yaml"), args.set))
+    cfg = config_from_dict(apply_overrides(read_yaml(run_dir / CONFIG), args.set))
     if not has_checkpoint:  # stopped before its first generation was saved: nothing to lose, start again
         return run_dir, cfg, {}
-    _, doc, _ = writer.load_checkpoint()  # CheckpointError when no checkpoint is usable
+    try:
+        _, doc, _ = writer.load_checkpoint()
+    except CheckpointError as exc:  # no checkpoint is usable (each file's problem in one line)
+        raise UsageError(str(exc)) from None
     check_same_config(run_dir, cfg.to_dict(), doc.get("config"))
     return run_dir, cfg, doc
 
@@ -299,6 +280,34 @@ def load_run_arg(text: str, flag: str) -> Any:
 def check_pick(run: Any, k: int | None, flag: str) -> None:
     if k is not None and not 0 <= k < len(run.front):
         raise UsageError(f"{flag} {k}: the front of {run.dir} has members 0..{len(run.front) - 1}")
+
+
+def check_weights(run: Any, k: int, weights: str) -> None:
+    """Front member `k` must be available with `weights` (the library's rule: Run.weights_problem)."""
+    problem = run.weights_problem(k, weights)
+    if problem:
+        raise UsageError(f"--weights {weights}: {problem}")
+
+
+def check_second_student(cfg: Any, pick2: int | None) -> None:
+    """--pick2 only with deep mutual learning (the library's rule: deploy.distill.check_second_student)."""
+    from evoprune.deploy.distill import check_second_student as library_check
+
+    try:
+        library_check(cfg.distill, pick2)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def check_onnx(wanted: bool) -> None:
+    """--onnx needs its packages installed (the library's rule: deploy.export.check_onnx_available)."""
+    if wanted:
+        from evoprune.deploy.export import MissingExtra, check_onnx_available
+
+        try:
+            check_onnx_available()
+        except MissingExtra as exc:
+            raise UsageError(str(exc)) from None
 
 
 def check_feature_layers(cfg: Any, search: bool) -> None:

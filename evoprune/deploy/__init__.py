@@ -1,4 +1,4 @@
-"""After the search: the final distillation, export, deployment metrics."""
+"""After the search: the final distillation, export, prediction with an export, deployment metrics."""
 from evoprune.lazy import lazy_exports
 
 _EXPORTS = {
@@ -7,8 +7,13 @@ _EXPORTS = {
     "metrics_table": "metrics",
     "distill_model": "distill",
     "run_distill": "distill",
+    "check_second_student": "distill",
     "export": "export",
     "load_exported": "export",
+    "check_onnx_available": "export",
+    "MissingExtra": "export",
+    "ImageClassifier": "predict",
+    "image_files": "predict",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

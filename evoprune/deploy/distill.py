@@ -5,6 +5,7 @@ The test split is read only here (and by export / report metrics), never by the 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from typing import Any
 
@@ -17,16 +18,11 @@ from evoprune.config import Config, DistillConfig
 from evoprune.config.streams import stream_seed
 from evoprune.data.task import TaskData, augment_batch, augment_policy, load_task
 from evoprune.deploy.metrics import deployment_metrics
+from evoprune.fitness import resolve_device
 from evoprune.fitness.losses import FEATURE_KD_LOSSES, FeatureTap, KDLoss, default_feature_layers, mutual_kl
-from evoprune.fitness.facade import resolve_device
 from evoprune.metrics import accuracy
+from evoprune.run.files import DISTILL_CURVE, DISTILL_METRICS, DISTILLED_MODEL, DISTILLED_SECOND_MODEL, distill_dir
 from evoprune.run.reader import Run
-from evoprune.run.writer import DISTILLED_MODEL, distill_dir
-
-MODEL = DISTILLED_MODEL
-MODEL2 = "model2.pt"
-METRICS = "metrics.json"
-CURVE = "curve.png"  # train loss and validation accuracy per epoch
 
 
 def augment_kind(cfg: Config, input_shape: tuple[int, ...]) -> str:
@@ -96,8 +92,7 @@ def distill_model(student: nn.Module, teacher: nn.Module, data: TaskData, cfg: D
     if cfg.kd in FEATURE_KD_LOSSES:
         layers = list(cfg.feature_layers) or list(getattr(fitness_kd, "feature_layers", []) or []) or \
             default_feature_layers(teacher, data.example_input())
-    cfg = copy.copy(cfg)
-    cfg.beta = beta
+    cfg = dataclasses.replace(cfg, beta=beta)
     teacher = copy.deepcopy(teacher).to(device).eval()  # a private copy: hooks go on it
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -174,11 +169,18 @@ def distill_model(student: nn.Module, teacher: nn.Module, data: TaskData, cfg: D
     return out[0], (out[1] if len(out) == 2 else None), summary
 
 
+def check_second_student(cfg: DistillConfig, pick2: int | None) -> None:
+    """ValueError when a second student is named without deep mutual learning."""
+    if pick2 is not None and not cfg.dml:
+        raise ValueError("--pick2 names the second student of deep mutual learning: add --set distill.dml=true")
+
+
 def run_distill(run: Run, cfg: Config, pick: int, pick2: int | None = None, progress: bool = False,
                 metric_runs: int = 20) -> dict[str, Any]:
     """`evoprune distill`: train front member `pick` (DML: with `pick2` or a second copy), write
     RUN_DIR/distill-K/{model.pt, metrics.json} and return the metrics."""
     d = cfg.distill
+    check_second_student(d, pick2)
     torch.manual_seed(cfg.seed)
     data = load_task(cfg)
     device = resolve_device(cfg.fitness.device)
@@ -187,8 +189,6 @@ def run_distill(run: Run, cfg: Config, pick: int, pick2: int | None = None, prog
     second = None
     if d.dml:
         second = run.subnet(pick2, "finetuned") if pick2 is not None else copy.deepcopy(student)
-    elif pick2 is not None:
-        raise ValueError("--pick2 is the second student of deep mutual learning: add --set distill.dml=true")
     before = accuracy(student, data.val_x, data.val_y)
     student, second, summary = distill_model(student, teacher, data, d, cfg.seed, device, cfg.fitness, second,
                                              progress, augment_kind(cfg, data.input_shape))
@@ -197,7 +197,7 @@ def run_distill(run: Run, cfg: Config, pick: int, pick2: int | None = None, prog
         "pick": pick, "initial_weights": "finetuned", "genome_key": run.front[pick].get("key"), "search_val_accuracy": run.front[pick].get("accuracy"),
         "val_accuracy_before": before, "val_accuracy": accuracy(student, data.val_x, data.val_y),
         "parent_val_accuracy": accuracy(teacher, data.val_x, data.val_y),
-        "distill": {**d.__dict__, **summary},
+        "distill": {**dataclasses.asdict(d), **summary},
         "test": deployment_metrics(student, data.test_x, data.test_y, n_classes, runs=metric_runs),
         "parent_test": deployment_metrics(teacher, data.test_x, data.test_y, n_classes, runs=metric_runs),
     }
@@ -205,17 +205,17 @@ def run_distill(run: Run, cfg: Config, pick: int, pick2: int | None = None, prog
     result["parent_test_accuracy"] = result["parent_test"]["top1"]
     out = distill_dir(run.dir, pick)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / MODEL, lambda fh: torch.save(student.state_dict(), fh), binary=True)
+    atomic_write(out / DISTILLED_MODEL, lambda fh: torch.save(student.state_dict(), fh), binary=True)
     if second is not None:
         result["second"] = {"pick": pick2 if pick2 is not None else pick, "copy": pick2 is None,
                             "val_accuracy": accuracy(second, data.val_x, data.val_y),
                             "test": deployment_metrics(second, data.test_x, data.test_y, n_classes, runs=metric_runs)}
         result["second"]["test_accuracy"] = result["second"]["test"]["top1"]
-        atomic_write(out / MODEL2, lambda fh: torch.save(second.state_dict(), fh), binary=True)
-    write_json(out / METRICS, result)
+        atomic_write(out / DISTILLED_SECOND_MODEL, lambda fh: torch.save(second.state_dict(), fh), binary=True)
+    write_json(out / DISTILL_METRICS, result)
     from evoprune.run.report import plot_distill_curve
 
-    plot_distill_curve(summary["history"], out / CURVE, f"distill front member {pick} of {run.dir.name}: "
+    plot_distill_curve(summary["history"], out / DISTILL_CURVE, f"distill front member {pick} of {run.dir.name}: "
                        f"{run.config.parent.arch} on {run.config.data.name}, kd={d.kd}",
                        start_accuracy=result["val_accuracy_before"])
     return result

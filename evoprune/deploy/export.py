@@ -19,10 +19,12 @@ from torch import nn
 from evoprune.atomic import atomic_write, write_json
 from evoprune.config import config_from_dict
 from evoprune.genome import Genome
-from evoprune.parent.train import PARENT_WEIGHTS, build_parent
 from evoprune.data.preprocess import Preprocessing
+from evoprune.deploy.metrics import deployment_metrics
+from evoprune.parent.train import build_parent
 from evoprune.pruning.materialise import materialise
 from evoprune.run.reader import Run
+from evoprune.run.weights import DEFAULT_WEIGHTS
 
 SUBNET, GENOME, EXPORT, METRICS = "subnet.pt", "genome.json", "export.json", "metrics.json"
 TORCHSCRIPT, ONNX = "subnet.torchscript.pt", "subnet.onnx"
@@ -34,6 +36,7 @@ class MissingExtra(RuntimeError):
 
 
 def check_onnx_available() -> None:
+    """MissingExtra (its message names the pip extra) unless the ONNX exporter's packages are installed."""
     missing = [m for m in ONNX_PACKAGES if importlib.util.find_spec(m) is None]
     if missing:
         raise MissingExtra(f"--onnx needs {', '.join(missing)}: pip install 'evoprune[onnx]'")
@@ -69,7 +72,7 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max()) if a.shape == b.shape else float("inf")
 
 
-def export(run: Run, pick: int, out: str | Path, weights: str = "finetuned", torchscript: bool = False,
+def export(run: Run, pick: int, out: str | Path, weights: str = DEFAULT_WEIGHTS, torchscript: bool = False,
            onnx: bool = False, metric_runs: int = 20) -> dict[str, Any]:
     """Write front member `pick` with `weights` (see `Run.subnet`) to `out`; returns export.json's content.
 
@@ -77,14 +80,12 @@ def export(run: Run, pick: int, out: str | Path, weights: str = "finetuned", tor
     (for `finetuned`, front.json's figure again); raises RuntimeError if the reloaded model (or the
     TorchScript / ONNX one) does not reproduce the model's outputs.
     """
-    from evoprune.deploy.metrics import deployment_metrics
-
     if onnx:
         check_onnx_available()
     out = Path(out)
     model = run.subnet(pick, weights).eval()
     val_accuracy = run.val_accuracy(model)
-    parent_weights = Path(run.config.parent.weights) if run.config.parent.weights else run.dir / PARENT_WEIGHTS
+    parent_weights = run.parent_weights
     data = run.fitness().data  # loaded once, for the validation check above and the test split here
     out.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {

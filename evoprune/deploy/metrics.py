@@ -25,7 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from evoprune.atomic import write_json
 from evoprune.metrics import count_macs, count_params, logits_of
+from evoprune.run.files import METRICS_JSON
+from evoprune.run.reader import load_run
+from evoprune.run.weights import DEFAULT_WEIGHTS
 
 
 def classification_metrics(logits: torch.Tensor, y: torch.Tensor, n_classes: int) -> dict[str, float]:
@@ -172,13 +176,10 @@ def deployment_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_cla
 
 
 def front_metrics(run_dir: str, picks: list[int] | None = None, runs: int = 20,
-                  weights: str = "finetuned") -> dict[str, Any]:
+                  weights: str = DEFAULT_WEIGHTS) -> dict[str, Any]:
     """`report --metrics`: deployment metrics on the test split of the parent and of front members
     (`picks`, default all), each with `weights` (see `Run.subnet`; default: the fine-tune the search ran,
     whose validation accuracy front.json shows). Written to RUN_DIR/metrics.json."""
-    from evoprune.atomic import write_json
-    from evoprune.run.reader import load_run
-
     run = load_run(run_dir)
     data = run.fitness().data  # the same data the members' validation accuracy is measured on
     picks = list(range(len(run.front))) if picks is None else picks
@@ -190,7 +191,7 @@ def front_metrics(run_dir: str, picks: list[int] | None = None, runs: int = 20,
         m = deployment_metrics(model, data.test_x, data.test_y, data.n_classes, runs=runs)
         doc["front"].append({"pick": k, "weights": weights, "val_accuracy": run.val_accuracy(model),
                              "front_val_accuracy": run.front[k]["accuracy"], **m})
-    write_json(run.dir / "metrics.json", doc)
+    write_json(run.dir / METRICS_JSON, doc)
     return doc
 
 

@@ -1,10 +1,13 @@
-"""The evolutionary search: the generation loop, its state, population, variation, Pareto front."""
+"""The evolutionary search: the generation loop, its callbacks and state, population, variation, Pareto front."""
 from evoprune.lazy import lazy_exports
 
 _EXPORTS = {
     "Search": "loop",
-    "Record": "loop",
-    "SearchState": "loop",
+    "SearchCallback": "callbacks",
+    "Record": "state",
+    "SearchState": "state",
+    "rng_from_json": "state",
+    "rng_to_json": "state",
     "front_indices": "pareto",
     "hypervolume": "pareto",
     "initial_population": "population",

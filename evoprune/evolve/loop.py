@@ -1,11 +1,10 @@
-"""The generation loop: DEAP NSGA-II (mu + lambda) or a scalar GA, checkpointed every generation."""
+"""The generation loop: DEAP NSGA-II (mu + lambda) or a scalar GA, reporting each generation to its callbacks."""
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from deap import base, tools
 from tqdm import tqdm
@@ -13,55 +12,12 @@ from tqdm import tqdm
 from evoprune.config.streams import stream_seed
 from evoprune.fitness.facade import Fitness
 from evoprune.genome import Genome
-from evoprune.objectives import PARETO_OBJECTIVES, Objectives
+from evoprune.objectives import PARETO_OBJECTIVES
+from evoprune.evolve.callbacks import SearchCallback
 from evoprune.evolve.pareto import front_indices, hypervolume
 from evoprune.evolve.population import initial_population
-from evoprune.run.writer import RunWriter, rng_from_json, rng_to_json
+from evoprune.evolve.state import Record, SearchState, rng_from_json, rng_to_json
 from evoprune.evolve.variation import crossover, mutate
-
-
-@dataclass
-class Record:
-    """One evaluated individual: where it came from and what it scored."""
-
-    index: int
-    generation: int
-    genome: Genome
-    origin: str  # the importance criteria it descends from, '+'-joined
-    objectives: Objectives
-
-    def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "generation": self.generation, "key": self.genome.key(),
-                "origin": self.origin, "genome": self.genome.to_json(), "objectives": self.objectives.to_json()}
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "Record":
-        return cls(obj["index"], obj["generation"], Genome.from_json(obj["genome"]), obj["origin"],
-                   Objectives.from_json(obj["objectives"]))
-
-
-@dataclass
-class SearchState:
-    """Everything needed to continue a search: written as the checkpoint after each generation."""
-
-    generation: int = -1  # last completed generation (-1: none yet)
-    records: list[Record] = field(default_factory=list)
-    population: list[str] = field(default_factory=list)  # genome keys, in selection order
-    crowding: list[float] = field(default_factory=list)  # NSGA-II crowding distance per member
-    history: list[dict[str, Any]] = field(default_factory=list)
-    rng_state: Any = None
-    elapsed: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {"generation": self.generation, "records": [r.to_json() for r in self.records],
-                "population": self.population, "crowding": self.crowding, "history": self.history,
-                "rng_state": self.rng_state, "elapsed": self.elapsed}
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "SearchState":
-        return cls(obj["generation"], [Record.from_json(r) for r in obj["records"]], list(obj["population"]),
-                   [float(c) for c in obj["crowding"]], list(obj["history"]), obj["rng_state"],
-                   float(obj.get("elapsed", 0.0)))
 
 
 class _Individual:
@@ -75,13 +31,18 @@ class _Individual:
 
 
 class Search:
-    """Runs the evolutionary search for one Fitness and writes the run directory."""
+    """Runs the evolutionary search for one Fitness; returns its state and reports each generation to
+    `callbacks` (nothing is written unless a callback writes it: `evoprune.run.RunDirSearch` adds the
+    run directory's writer)."""
 
-    def __init__(self, fitness: Fitness, run_dir: str | Path, progress: bool = True,
+    def __init__(self, fitness: Fitness, callbacks: Sequence[SearchCallback] = (), progress: bool = True,
                  log: Callable[[str], None] | None = None):
+        if isinstance(callbacks, (str, Path)):
+            raise TypeError("Search(fitness, run_dir) is evoprune.run.RunDirSearch(fitness, run_dir); "
+                            "Search takes callbacks")
         self.fitness = fitness
         self.cfg = fitness.cfg
-        self.writer = RunWriter(run_dir)
+        self.callbacks = list(callbacks)
         self.progress = progress
         self.log = log or (lambda line: tqdm.write(line))
         scfg = self.cfg.search
@@ -172,11 +133,13 @@ class Search:
                  f"| HV {row['hypervolume']:.4f} | {row['elapsed_s']:.1f}s")
         return row
 
-    def _checkpoint(self, state: SearchState, pop: list[_Individual], rng: random.Random) -> None:
+    def _generation_done(self, state: SearchState, pop: list[_Individual], rng: random.Random) -> None:
+        """Complete `state` with the selected population and the RNG, then report it to the callbacks."""
         state.population = [i.record.genome.key() for i in pop]
         state.crowding = [float(getattr(i.fitness, "crowding_dist", 0.0)) for i in pop]
         state.rng_state = rng_to_json(rng)
-        self.writer.write_generation(state, self.fitness)
+        for callback in self.callbacks:
+            callback.on_generation(state, self.fitness)
 
     def _restore(self, state: SearchState) -> tuple[list[_Individual], random.Random]:
         by_key = {r.genome.key(): r for r in state.records}
@@ -186,24 +149,28 @@ class Search:
             ind.fitness.crowding_dist = dist
         return pop, rng_from_json(state.rng_state)
 
-    def run(self, resume: bool = False) -> SearchState:
-        """Run (or continue) the search until the generation or evaluation budget is spent."""
+    def run(self, resume_from: SearchState | None = None) -> SearchState:
+        """Run the search, or continue it from `resume_from` (a state a callback was given after a
+        generation), until the generation or evaluation budget is spent or the search plateaus."""
         s = self.cfg.search
         start = time.perf_counter()
-        if resume:
-            state = self.writer.read_checkpoint()
+        if resume_from is not None:
+            state = resume_from
             pop, rng = self._restore(state)
             self.log(f"resuming after generation {state.generation} ({len(state.records)} evaluations)")
+            for callback in self.callbacks:
+                callback.on_start(self.fitness, state)
         else:
-            self.writer.start(self.fitness)
             state, rng = SearchState(), random.Random(stream_seed(self.cfg.seed, "search"))
+            for callback in self.callbacks:
+                callback.on_start(self.fitness, state)
             init = initial_population(self.fitness.space, self.cfg.population, s.population, rng)
             new = self._evaluate(state, init, 0)
             pop = self._survivors([self._individual(r) for r in new])
             state.generation = 0
             state.elapsed += time.perf_counter() - start
             self._summarise(state, 0, len(new))
-            self._checkpoint(state, pop, rng)
+            self._generation_done(state, pop, rng)
         while state.generation < s.generations and not self._budget_spent(state) and not self._plateaued(state):
             t0 = time.perf_counter()
             generation = state.generation + 1
@@ -213,8 +180,9 @@ class Search:
             state.generation = generation
             state.elapsed += time.perf_counter() - t0
             self._summarise(state, generation, len(new))
-            self._checkpoint(state, pop, rng)
-        self.writer.finish(state, self.fitness)
+            self._generation_done(state, pop, rng)
+        for callback in self.callbacks:
+            callback.on_finish(state)
         return state
 
     def _progress(self, state: SearchState, generation: int) -> float:

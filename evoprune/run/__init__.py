@@ -1,11 +1,15 @@
-"""The run directory: its file names, the writer, the reader (Run) and the report."""
+"""The run directory: its file names (files.py), the search that writes it, the writer, the reader (Run), the report."""
 from evoprune.lazy import lazy_exports
 
 _EXPORTS = {
     "Run": "reader",
     "load_run": "reader",
+    "RunDirSearch": "search",
     "RunWriter": "writer",
     "CheckpointError": "writer",
+    "front_entries": "writer",
+    "distill_dir": "files",
+    "WEIGHTS": "weights",
     "front_table": "report",
     "write_plots": "report",
 }

@@ -11,9 +11,11 @@ from torch import nn
 
 from evoprune.config import Config, load_config
 from evoprune.genome import Genome
-from evoprune.parent.train import PARENT_WEIGHTS, build_parent, load_state_dict_file
+from evoprune.parent.train import build_parent, load_state_dict_file
 from evoprune.pruning.materialise import materialise
-from evoprune.run.writer import DISTILLED_MODEL, WEIGHTS, distill_dir
+from evoprune.run.files import (CONFIG, DISTILL_METRICS, DISTILLED_MODEL, FRONT_JSON, PARENT_WEIGHTS, SPACE, TASK,
+                                distill_dir)
+from evoprune.run.weights import DEFAULT_WEIGHTS, WEIGHTS
 
 
 @dataclass
@@ -35,9 +37,13 @@ class Run:
     def parent(self) -> nn.Module:
         """The run's parent network (eval mode), as the search saw it."""
         model = build_parent(self.config, tuple(self.task["input_shape"]), self.task["n_classes"])
-        weights = self.config.parent.weights or self.dir / PARENT_WEIGHTS
-        load_state_dict_file(model, weights)
+        load_state_dict_file(model, self.parent_weights)
         return model.eval()
+
+    @property
+    def parent_weights(self) -> Path:
+        """The parent's state_dict file: `parent.weights` if configured, else the run's cached parent."""
+        return Path(self.config.parent.weights) if self.config.parent.weights else self.dir / PARENT_WEIGHTS
 
     def fitness(self) -> Any:
         """The search's Fitness rebuilt from the run's files (its data, parent and space.json; nothing is
@@ -50,11 +56,11 @@ class Run:
 
             cfg = config_from_dict(apply_overrides(self.config.to_dict(), ["evaluator.kind=sequential",
                                                                          "evaluator.backend=local"]))
-            space = SearchSpace.from_json(json.loads((self.dir / "space.json").read_text()))
+            space = SearchSpace.from_json(json.loads((self.dir / SPACE).read_text()))
             self._fitness = Fitness(cfg, load_task(cfg), self.parent(), space, {"source": "run"})
         return self._fitness
 
-    def subnet(self, i: int, weights: str = "finetuned") -> nn.Module:
+    def subnet(self, i: int, weights: str = DEFAULT_WEIGHTS) -> nn.Module:
         """Front member `i` as a structurally pruned nn.Module (eval mode, CPU), with these `weights`:
 
         - `finetuned` (default): the short KD fine-tune (and adaptive BN) the search ran, run again:
@@ -111,16 +117,17 @@ class Run:
 def _distilled_genome_key(directory: Path) -> str | None:
     """The genome a distill-K directory was made for (its metrics.json), if recorded."""
     try:
-        return json.loads((directory / "metrics.json").read_text()).get("genome_key")
+        return json.loads((directory / DISTILL_METRICS).read_text()).get("genome_key")
     except (OSError, ValueError, AttributeError):
         return None
 
 
 def load_run(run_dir: str | Path) -> Run:
+    """The run in `run_dir` (FileNotFoundError naming the missing file when it is not one)."""
     run = Path(run_dir)
-    for name in ("config.yaml", "task.json", "front.json"):
+    for name in (CONFIG, TASK, FRONT_JSON):
         if not (run / name).is_file():
             raise FileNotFoundError(f"{run} is not an evoprune run directory (no {name})")
-    front = json.loads((run / "front.json").read_text())
-    return Run(run, load_config(run / "config.yaml"), json.loads((run / "task.json").read_text()),
+    front = json.loads((run / FRONT_JSON).read_text())
+    return Run(run, load_config(run / CONFIG), json.loads((run / TASK).read_text()),
                front["parent"], front["front"])

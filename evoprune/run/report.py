@@ -1,4 +1,4 @@
-"""Tables and figures from a run directory (reads files only: no torch, no search state)."""
+"""Tables and figures from a run directory (reads its files only, never the search's state)."""
 from __future__ import annotations
 
 import csv
@@ -12,6 +12,8 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
+from evoprune.run.files import CONFIG, EVALUATIONS, FRONT_JSON, HISTORY, HYPERVOLUME_PLOT, PARETO_PLOT  # noqa: E402
+
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
@@ -21,9 +23,9 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def read_front(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / "front.json"
+    path = Path(run_dir) / FRONT_JSON
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not an evoprune run directory (no front.json)")
+        raise FileNotFoundError(f"{run_dir} is not an evoprune run directory (no {FRONT_JSON})")
     return json.loads(path.read_text())
 
 
@@ -49,7 +51,7 @@ def _title(run: Path) -> str:
     try:
         import yaml
 
-        cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        cfg = yaml.safe_load((run / CONFIG).read_text()) or {}
         arch = cfg.get("parent", {}).get("arch", "?")
         data = cfg.get("data", {}).get("name", "?")
     except (OSError, ValueError, AttributeError):
@@ -62,7 +64,7 @@ def write_plots(run_dir: str | Path) -> list[Path]:
     hypervolume.png (per generation, on the hypervolume's whole range)."""
     run = Path(run_dir)
     doc = read_front(run)
-    evals = [r for r in _read_csv(run / "evaluations.csv") if r.get("status", "ok") == "ok"]
+    evals = [r for r in _read_csv(run / EVALUATIONS) if r.get("status", "ok") == "ok"]
     metric = doc.get("size_metric", "params")
     front = doc["front"]
     fig, ax = plt.subplots(figsize=(7.2, 4.8))
@@ -87,11 +89,11 @@ def write_plots(run_dir: str | Path) -> list[Path]:
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    out = [run / "pareto.png"]
+    out = [run / PARETO_PLOT]
     fig.savefig(out[0], dpi=120)
     plt.close(fig)
 
-    hist = _read_csv(run / "history.csv")
+    hist = _read_csv(run / HISTORY)
     gens, hv = [int(h["generation"]) for h in hist], [float(h["hypervolume"]) for h in hist]
     fig, ax = plt.subplots(figsize=(6.0, 3.8))
     ax.plot(gens, hv, "o-")
@@ -104,7 +106,7 @@ def write_plots(run_dir: str | Path) -> list[Path]:
     ax.set_title(f"hypervolume per generation: {_title(run)}", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    out.append(run / "hypervolume.png")
+    out.append(run / HYPERVOLUME_PLOT)
     fig.savefig(out[1], dpi=120)
     plt.close(fig)
     return out

@@ -4,50 +4,25 @@ from __future__ import annotations
 import csv
 import io
 import json
-import random
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evoprune.atomic import remove_temp_files, write_json, write_text
 from evoprune.config import save_config
-from evoprune.evolve.pareto import front_indices
+from evoprune.evolve.callbacks import SearchCallback
+from evoprune.evolve.state import SearchState
+from evoprune.run.files import (CHECKPOINT, CHECKPOINT_PREV, CONFIG, EVALUATIONS, FRONT_CSV, FRONT_JSON, HISTORY,
+                                RUN_OUTPUTS, SPACE, TASK)
 
 if TYPE_CHECKING:
     from evoprune.fitness.facade import Fitness
-    from evoprune.evolve.loop import SearchState
 
-CHECKPOINT = "checkpoint.json"
-CHECKPOINT_PREV = "checkpoint.prev.json"
 FORMAT_VERSION = 1
-WEIGHTS = ("finetuned", "pruned", "distilled")  # the weights a front member can be had with (Run.subnet)
-DISTILLED_MODEL = "model.pt"  # in distill_dir: `evoprune distill`'s weights of one front member
-# What a fresh search writes; a new run in an old run's directory removes these first, so that
-# neither a stale checkpoint nor a stale front can be mistaken for the new run's.
-FAILED_GENOME = "failed-genome.json"  # the genome a crashed worker was fine-tuning, to reproduce it
-RUN_OUTPUTS = (CHECKPOINT, CHECKPOINT_PREV, "front.json", "front.csv", "evaluations.csv", "history.csv",
-               "pareto.png", "hypervolume.png", "task.json", "space.json", FAILED_GENOME)
-# Everything a search writes in its directory, the cached parent included.
-RUN_FILES = RUN_OUTPUTS + ("config.yaml", "parent.pt", "parent.json")
 
 
 class CheckpointError(RuntimeError):
     """No readable checkpoint in a run directory."""
-
-
-def distill_dir(run_dir: str | Path, pick: int) -> Path:
-    """Where `evoprune distill` writes front member `pick`'s student."""
-    return Path(run_dir) / f"distill-{pick}"
-
-
-def rng_to_json(rng: random.Random) -> list[Any]:
-    version, internal, gauss = rng.getstate()
-    return [version, list(internal), gauss]
-
-
-def rng_from_json(obj: list[Any]) -> random.Random:
-    rng = random.Random()
-    rng.setstate((obj[0], tuple(obj[1]), obj[2]))
-    return rng
 
 
 def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -66,12 +41,11 @@ FRONT_COLUMNS = ["rank", "key", "origin", "generation", "accuracy", "n_params", 
                  "params_ratio", "macs_ratio", "compression"]
 
 
-def front_entries(state: "SearchState") -> list[dict[str, Any]]:
+def front_entries(state: SearchState) -> list[dict[str, Any]]:
     """The non-dominated evaluated individuals, smallest first, in front.json's public form."""
-    records = state.records
     out = []
-    for rank, i in enumerate(front_indices([r.objectives for r in records])):
-        r, o = records[i], records[i].objectives
+    for rank, r in enumerate(state.front()):
+        o = r.objectives
         out.append({"rank": rank, "key": r.genome.key(), "origin": r.origin, "generation": r.generation,
                     "genome": r.genome.to_json(), "accuracy": o.accuracy, "n_params": o.n_params,
                     "macs": o.macs, "size_ratio": o.size_ratio, "params_ratio": o.params_ratio,
@@ -79,8 +53,11 @@ def front_entries(state: "SearchState") -> list[dict[str, Any]]:
     return out
 
 
-class RunWriter:
-    """Owns one run directory; every file is replaced atomically so a crash never corrupts it."""
+class RunWriter(SearchCallback):
+    """Owns one run directory; every file is replaced atomically so a crash never corrupts it.
+
+    As a search's callback it starts the directory (fresh searches only), writes every generation and
+    draws the plots at the end; `read_checkpoint` gives the state to resume from."""
 
     def __init__(self, run_dir: str | Path):
         self.dir = Path(run_dir)
@@ -91,22 +68,22 @@ class RunWriter:
         self.clean()
         for name in RUN_OUTPUTS:  # checkpoints first: a kill in between leaves no checkpoint at all
             (self.dir / name).unlink(missing_ok=True)
-        save_config(fitness.cfg, self.dir / "config.yaml")
-        write_json(self.dir / "task.json", {**fitness.data.describe(), "parent": fitness.parent_summary(),
+        save_config(fitness.cfg, self.dir / CONFIG)
+        write_json(self.dir / TASK, {**fitness.data.describe(), "parent": fitness.parent_summary(),
                                             "parent_meta": fitness.parent_meta, "evaluator": fitness.evaluator_info})
-        write_json(self.dir / "space.json", fitness.space.to_json())
+        write_json(self.dir / SPACE, fitness.space.to_json())
 
-    def write_generation(self, state: "SearchState", fitness: "Fitness") -> None:
+    def write_generation(self, state: SearchState, fitness: "Fitness") -> None:
         """Tables and front first, the checkpoint last: a checkpoint always has its artifacts."""
         rows = [{"index": r.index, "generation": r.generation, "key": r.genome.key(), "origin": r.origin,
                  **r.objectives.to_json(), "widths": " ".join(str(len(k)) for k in r.genome.values())}
                 for r in state.records]
-        write_text(self.dir / "evaluations.csv", _csv(rows, EVAL_COLUMNS))
-        write_text(self.dir / "history.csv", _csv(state.history, HISTORY_COLUMNS))
+        write_text(self.dir / EVALUATIONS, _csv(rows, EVAL_COLUMNS))
+        write_text(self.dir / HISTORY, _csv(state.history, HISTORY_COLUMNS))
         front = front_entries(state)
-        write_json(self.dir / "front.json", {"parent": fitness.parent_summary(), "front": front,
-                                             "size_metric": fitness.cfg.search.size_metric})
-        write_text(self.dir / "front.csv", _csv(front, FRONT_COLUMNS))
+        write_json(self.dir / FRONT_JSON, {"parent": fitness.parent_summary(), "front": front,
+                                           "size_metric": fitness.cfg.search.size_metric})
+        write_text(self.dir / FRONT_CSV, _csv(front, FRONT_COLUMNS))
         ckpt = self.dir / CHECKPOINT
         if ckpt.is_file():  # keep the previous good checkpoint in case the new one is damaged later
             try:
@@ -120,10 +97,24 @@ class RunWriter:
         write_json(ckpt, {"format": FORMAT_VERSION, "config": fitness.cfg.to_dict(), "evaluator": evaluator,
                           **state.to_json()})
 
-    def finish(self, state: "SearchState", fitness: "Fitness") -> None:
+    def write_plots(self) -> None:
+        """pareto.png and hypervolume.png, drawn from the front and history files written last."""
         from evoprune.run.report import write_plots
 
         write_plots(self.dir)
+
+    # -- as the search's callback ----------------------------------------------------------------
+    def on_start(self, fitness: "Fitness", state: SearchState) -> None:
+        """A fresh search (no generation yet) starts the directory; a resumed one continues in it."""
+        if state.generation < 0:
+            self.start(fitness)
+
+    def on_generation(self, state: SearchState, fitness: "Fitness") -> None:
+        self.write_generation(state, fitness)
+
+    def on_finish(self, state: SearchState) -> None:
+        """The final state's front and history are on disk since its last generation: draw the plots."""
+        self.write_plots()
 
     def clean(self) -> list[Path]:
         """Remove temporary files that a killed write left behind."""
@@ -133,17 +124,15 @@ class RunWriter:
         return any((self.dir / name).is_file() for name in (CHECKPOINT, CHECKPOINT_PREV))
 
     @staticmethod
-    def _parse(text: str) -> "tuple[SearchState, dict[str, Any]] | None":
+    def _parse(text: str) -> tuple[SearchState, dict[str, Any]] | None:
         try:
             return RunWriter._check(text)
         except ValueError:
             return None
 
     @staticmethod
-    def _check(text: str) -> "tuple[SearchState, dict[str, Any]]":
+    def _check(text: str) -> tuple[SearchState, dict[str, Any]]:
         """Parse and check a checkpoint fully, so a resume cannot fail half-way; ValueError if damaged."""
-        from evoprune.evolve.loop import SearchState
-
         try:
             obj = json.loads(text)
             if not isinstance(obj, dict):
@@ -151,19 +140,14 @@ class RunWriter:
             if obj.get("format") != FORMAT_VERSION:
                 raise ValueError(f"unknown format {obj.get('format')!r}")
             state = SearchState.from_json(obj)
-            rng_from_json(state.rng_state)
-            keys = {r.genome.key() for r in state.records}
-            if any(k not in keys for k in state.population):
-                raise ValueError("the population names a genome that is not among the records")
-            if len(state.crowding) != len(state.population):
-                raise ValueError("crowding does not match the population")
+            state.check_consistent()
         except ValueError:
             raise
         except (KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
             raise ValueError(f"{exc.__class__.__name__}: {exc}") from exc
         return state, obj
 
-    def load_checkpoint(self) -> "tuple[SearchState, dict[str, Any], str]":
+    def load_checkpoint(self) -> tuple[SearchState, dict[str, Any], str]:
         """(state, the checkpoint document, its file name) of the newest usable checkpoint.
 
         A damaged or missing checkpoint.json falls back to checkpoint.prev.json; CheckpointError
@@ -184,12 +168,10 @@ class RunWriter:
             return state, obj, name
         raise CheckpointError(f"no usable checkpoint in {self.dir}: {'; '.join(errors)}")
 
-    def read_checkpoint(self) -> "SearchState":
+    def read_checkpoint(self) -> SearchState:
         """The latest readable checkpoint; a damaged one falls back to the previous one (with a warning)."""
         state, _, name = self.load_checkpoint()
         if name == CHECKPOINT_PREV:
-            import warnings
-
             warnings.warn(f"{CHECKPOINT} in {self.dir} is damaged or missing; resuming from {CHECKPOINT_PREV} "
                           f"(generation {state.generation})", stacklevel=2)
         return state

@@ -1,0 +1,145 @@
+"""`report`, `distill`, `export`, `predict`: the commands on a finished run and on its exports."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from evoprune.cli.checks import (check_device, check_feature_layers, check_onnx, check_pick, check_second_student,
+                                 check_weights, load_run_arg)
+from evoprune.cli.errors import EXIT_OK, UsageError, as_path, one_line, os_error
+from evoprune.config import apply_overrides, config_from_dict, parse_override, short
+from evoprune.run.files import (DISTILL_CURVE, DISTILL_METRICS, DISTILLED_MODEL, FRONT_JSON, METRICS_JSON,
+                                METRICS_PLOT, distill_dir)
+from evoprune.run.weights import DEFAULT_WEIGHTS
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from evoprune.run.report import front_table, write_plots
+
+    run_dir = as_path(args.run_dir, "report")
+    try:
+        is_run = (run_dir / FRONT_JSON).is_file()
+    except OSError as exc:
+        raise UsageError(os_error(exc)) from None
+    if not is_run:
+        raise UsageError(f"{run_dir} is not an evoprune run directory (no {FRONT_JSON})")
+    try:
+        table = front_table(run_dir)
+        paths = write_plots(run_dir)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:  # reading the run's files
+        raise UsageError(f"{run_dir}: damaged run files ({exc.__class__.__name__}: {one_line(exc, 120)}); "
+                         f"`search --resume {run_dir}` rewrites them") from None
+    print(table)
+    for path in paths:
+        print(f"wrote {path}")
+    if getattr(args, "metrics", False):
+        from evoprune.deploy.metrics import front_metrics, metrics_table
+        from evoprune.run.report import plot_metrics
+
+        run = load_run_arg(args.run_dir, "report")
+        weights = args.weights or DEFAULT_WEIGHTS
+        for k in args.pick if args.pick is not None else range(len(run.front)):
+            check_pick(run, k, "--pick")
+            check_weights(run, k, weights)
+        doc = front_metrics(str(run_dir), args.pick or None, runs=args.runs, weights=weights)
+        print(metrics_table(doc))
+        figure = plot_metrics(doc, run_dir / METRICS_PLOT, f"{run.config.parent.arch} on {run.config.data.name} "
+                              f"({run_dir.name}): test split, {weights} weights")
+        print(f"wrote {run_dir / METRICS_JSON}, {figure}")
+    return EXIT_OK
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    run = load_run_arg(args.run_dir, "distill")
+    for item in args.set:
+        key = ".".join(parse_override(item)[0])
+        if not (key.startswith("distill.") or key == "fitness.device"):
+            raise UsageError(f"distill accepts only --set distill.* and fitness.device (got {short(item)})")
+    cfg = config_from_dict(apply_overrides(run.config.to_dict(), args.set))
+    check_pick(run, args.pick, "--pick")
+    check_pick(run, args.pick2, "--pick2")
+    check_second_student(cfg, args.pick2)
+    check_device(cfg)
+    check_feature_layers(cfg, search=False)
+    from evoprune.deploy.distill import run_distill
+
+    print(f"evoprune distill: front member {args.pick} of {run.dir} ({cfg.distill.epochs} epochs, kd={cfg.distill.kd}"
+          f"{', deep mutual learning' if cfg.distill.dml else ''})", flush=True)
+    res = run_distill(run, cfg, args.pick, args.pick2, progress=not args.quiet, metric_runs=args.runs)
+    t = res["test"]
+    print(f"test accuracy {res['test_accuracy']:.4f} (parent {res['parent_test_accuracy']:.4f}); "
+          f"val {res['val_accuracy']:.4f} (before {res['val_accuracy_before']:.4f}); {t['n_params']:,} params "
+          f"({t['n_params'] / res['parent_test']['n_params']:.3f} of the parent), "
+          f"{res['distill']['seconds']:.1f} s")
+    if "second" in res:
+        print(f"second student: test accuracy {res['second']['test_accuracy']:.4f}")
+    print(f"wrote {distill_dir(run.dir, args.pick)}/{DISTILLED_MODEL}, {DISTILL_METRICS}, {DISTILL_CURVE}")
+    return EXIT_OK
+
+
+def weights_arg(args: argparse.Namespace) -> str:
+    """--weights, with --distilled as its older spelling."""
+    if getattr(args, "distilled", False):
+        if args.weights not in (None, "distilled"):
+            raise UsageError(f"--distilled and --weights {args.weights} contradict each other; keep one")
+        return "distilled"
+    return args.weights or DEFAULT_WEIGHTS
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from evoprune.deploy.export import EXPORT, export
+
+    run = load_run_arg(args.run_dir, "export")
+    check_pick(run, args.pick, "--pick")
+    weights = weights_arg(args)
+    check_weights(run, args.pick, weights)
+    out = as_path(args.out, "--out")
+    try:
+        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EXPORT).is_file()
+                                                  and not args.force)):
+            raise UsageError(f"--out {out} is not empty and holds no evoprune export; choose another or pass --force")
+    except OSError as exc:
+        raise UsageError(f"--out {out}: {os_error(exc)}") from None
+    check_onnx(args.onnx)
+    meta = export(run, args.pick, out, weights=weights, torchscript=args.torchscript, onnx=args.onnx,
+                  metric_runs=args.runs)
+    print(f"exported front member {args.pick} ({weights} weights) to {out}: {', '.join(meta['files'].values())}, "
+          f"{EXPORT}; validation accuracy {meta['val_accuracy']:.4f} (the front's: "
+          f"{meta['front_val_accuracy']:.4f}); reload check max |diff| {meta['check']['reload_max_abs_diff']:.3g}")
+    return EXIT_OK
+
+
+def input_images(paths: list[str]) -> list[Path]:
+    """The image files `predict` was given (folders searched), or UsageError."""
+    from evoprune.deploy.predict import image_files
+
+    try:
+        return image_files([as_path(text, "predict") for text in paths])
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """The top-k classes of image files, by an `evoprune export` directory's model."""
+    from evoprune.deploy.export import EXPORT
+
+    d = as_path(args.export_dir, "predict")
+    if not (d / EXPORT).is_file():
+        raise UsageError(f"{d} is not an evoprune export directory (no {EXPORT}); make one with `evoprune export`")
+    if args.top_k < 1:
+        raise UsageError(f"--top-k: expected a positive number, got {args.top_k}")
+    files = input_images(args.files)
+    from evoprune.data.preprocess import NotAnImage
+    from evoprune.deploy.predict import ImageClassifier, NoPreprocessing
+
+    try:
+        classifier = ImageClassifier(d)
+    except NoPreprocessing as exc:
+        raise UsageError(str(exc)) from None
+    for f in files:
+        try:
+            top = classifier.top_classes(f, args.top_k)
+        except NotAnImage as exc:
+            raise UsageError(str(exc)) from None
+        print(f"{f}: {', '.join(f'{name} {p:.3f}' for name, p in top)}", flush=True)
+    return EXIT_OK
