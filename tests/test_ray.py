@@ -101,17 +101,6 @@ def test_a_killed_worker_is_replaced_and_its_genomes_evaluated(tiny_fitness, tin
         evaluator.close()
 
 
-@pytest.mark.xfail(reason="these rules move to config load time (config/, a parallel change); remove this marker "
-                          "once it is merged", strict=False)
-def test_ray_settings_are_checked_before_any_worker_starts(tiny_overrides):
-    for sets, key in [(["evaluator.gpus_per_worker=1.5"], "evaluator.gpus_per_worker"),
-                      (["fitness.device=cuda"], "evaluator.gpus_per_worker"),
-                      (["fitness.device=cpu", "evaluator.gpus_per_worker=0.5"], "evaluator.gpus_per_worker")]:
-        with pytest.raises(ConfigError) as err:
-            load_config(overrides=tiny_overrides + RAY + sets)
-        assert err.value.key == key
-
-
 def test_an_unknown_backend_is_refused():
     with pytest.raises(ConfigError, match="evaluator.backend"):
         load_config(overrides=["evaluator.backend=spark"])

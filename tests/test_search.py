@@ -12,7 +12,7 @@ import torch
 from conftest import TINY
 from evoprune import Genome, SearchSpace, build_fitness, load_config, load_run
 from evoprune.metrics import count_params
-from evoprune.parent.train import PARENT_META, PARENT_WEIGHTS
+from evoprune.parent.files import PARENT_META, PARENT_WEIGHTS
 from evoprune.evolve import Search, SearchCallback
 from evoprune.run import CheckpointError, RunDirSearch
 

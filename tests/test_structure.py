@@ -142,3 +142,19 @@ def test_modules_are_small_and_say_what_they_are_for():
         if text.strip() and not ast.get_docstring(ast.parse(text)):
             problems.append(f"{mod}: no docstring")
     assert not problems, problems
+
+
+def test_public_names_stay_where_users_import_them():
+    import evoprune
+    import evoprune.deploy
+    import evoprune.export
+    from evoprune.deploy.export import load_exported
+
+    for name in evoprune.__all__:  # from evoprune import ...
+        assert getattr(evoprune, name) is not None
+    assert evoprune.export.load_exported is load_exported  # the pre-0.2 path
+    assert callable(evoprune.deploy.deployment_metrics)
+    for package, exports in LAZY.items():  # every lazily re-exported name resolves
+        module = __import__(package, fromlist=["_"])
+        for name in exports:
+            assert getattr(module, name) is not None, f"{package}.{name}"

@@ -20,7 +20,7 @@ from evoprune.cli.errors import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageErro
                                  raise_terminated, stop_code, stop_word)
 from evoprune.config import ConfigError, load_config
 from evoprune.errors import RunFailed
-from evoprune.run.weights import WEIGHTS
+from evoprune.run.files import WEIGHTS
 
 
 def command_in(module: str, name: str) -> Callable[[argparse.Namespace], int]:

@@ -10,7 +10,7 @@ from evoprune.cli.errors import EXIT_OK, UsageError, as_path, one_line, os_error
 from evoprune.config import apply_overrides, config_from_dict, parse_override, short
 from evoprune.run.files import (DISTILL_CURVE, DISTILL_METRICS, DISTILLED_MODEL, FRONT_JSON, METRICS_JSON,
                                 METRICS_PLOT, distill_dir)
-from evoprune.run.weights import DEFAULT_WEIGHTS
+from evoprune.run.files import DEFAULT_WEIGHTS
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from evoprune.deploy.metrics import deployment_metrics
 from evoprune.parent.train import build_parent
 from evoprune.pruning.materialise import materialise
 from evoprune.run.reader import Run
-from evoprune.run.weights import DEFAULT_WEIGHTS
+from evoprune.run.files import DEFAULT_WEIGHTS
 
 SUBNET, GENOME, EXPORT, METRICS = "subnet.pt", "genome.json", "export.json", "metrics.json"
 TORCHSCRIPT, ONNX = "subnet.torchscript.pt", "subnet.onnx"

@@ -29,7 +29,7 @@ from evoprune.atomic import write_json
 from evoprune.metrics import count_macs, count_params, logits_of
 from evoprune.run.files import METRICS_JSON
 from evoprune.run.reader import load_run
-from evoprune.run.weights import DEFAULT_WEIGHTS
+from evoprune.run.files import DEFAULT_WEIGHTS
 
 
 def classification_metrics(logits: torch.Tensor, y: torch.Tensor, n_classes: int) -> dict[str, float]:

@@ -48,8 +48,13 @@ class Fitness:
         self.cache: dict[str, Objectives] = {}
         self.task = StagedTask.build(cfg, data, self.parent, device)
         self.parent_accuracy = self.val_accuracy(self.parent)
-        self.evaluator, self.evaluator_info = choose_evaluator(self.task, self.parent, space, cfg.evaluator,
-                                                               cfg.parent)
+        if cfg.evaluator.backend == "ray":  # its workers choose their local evaluator by the same rule
+            from evoprune.fitness.evaluators.ray import RayEvaluator  # Ray is optional: imported only when asked for
+
+            self.evaluator = RayEvaluator(self.task, self.parent, space, cfg.evaluator, cfg.parent)
+            self.evaluator_info = self.evaluator.info
+        else:
+            self.evaluator, self.evaluator_info = choose_evaluator(self.task, self.parent, space, cfg.evaluator)
 
     @property
     def device(self) -> torch.device:

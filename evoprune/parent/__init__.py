@@ -10,8 +10,8 @@ _EXPORTS = {
     "get_parent": "train",
     "train_parent": "train",
     "train_parent_into": "train",
-    "PARENT_WEIGHTS": "train",
-    "PARENT_META": "train",
+    "PARENT_WEIGHTS": "files",
+    "PARENT_META": "files",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -18,15 +18,12 @@ from tqdm import tqdm
 
 from evoprune.atomic import atomic_write, write_json
 from evoprune.config import Config, ConfigError
+from evoprune.config.archs import input_channels
 from evoprune.config.streams import stream_seed
 from evoprune.data.task import TaskData, augment_batch, split_seed
 from evoprune.metrics import accuracy
-from evoprune.config.archs import input_channels
+from evoprune.parent.files import PARENT_FILES, PARENT_META, PARENT_WEIGHTS
 from evoprune.parent.models import build_model, classifier_of
-
-PARENT_WEIGHTS = "parent.pt"
-PARENT_META = "parent.json"
-
 
 PRETRAINED_FROZEN_EPOCHS = 3  # parent.frozen_epochs: null with ImageNet weights
 
@@ -275,7 +272,6 @@ def get_parent(cfg: Config, data: TaskData, run_dir: str | Path | None,
 
 
 # -- `train-parent`: a directory holding just the parent, reused by searches ---------------------------
-PARENT_FILES = (PARENT_WEIGHTS, PARENT_META)
 
 
 def holds_only_parent(directory: str | Path) -> bool:

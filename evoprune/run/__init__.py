@@ -9,7 +9,7 @@ _EXPORTS = {
     "CheckpointError": "writer",
     "front_entries": "writer",
     "distill_dir": "files",
-    "WEIGHTS": "weights",
+    "WEIGHTS": "files",
     "front_table": "report",
     "write_plots": "report",
 }

@@ -1,9 +1,9 @@
-"""Every file name of a run directory, defined once (the parent's cache files are parent/'s format)."""
+"""Every file name of a run directory, defined once (the parent's cache files are parent/'s format); no torch."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from evoprune.parent.train import PARENT_META, PARENT_WEIGHTS
+from evoprune.parent.files import PARENT_META, PARENT_WEIGHTS
 
 CONFIG = "config.yaml"  # the resolved config the run was started with (a resume's budget overrides included)
 TASK = "task.json"  # the data, the parent's summary and metadata, the evaluator
@@ -20,6 +20,10 @@ FAILED_GENOME = "failed-genome.json"  # the genome a crashed worker was fine-tun
 METRICS_JSON = "metrics.json"  # `report --metrics`: deployment metrics of the parent and front members
 METRICS_PLOT = "metrics.png"
 
+# The weights a front member can be had with (Run.subnet, `--weights`).
+WEIGHTS = ("finetuned", "pruned", "distilled")
+DEFAULT_WEIGHTS = "finetuned"  # the short KD fine-tune the search ran, whose accuracy front.json shows
+
 # In distill_dir(run_dir, pick): what `evoprune distill` writes for one front member.
 DISTILLED_MODEL = "model.pt"  # the student's weights (Run.subnet(pick, "distilled"))
 DISTILLED_SECOND_MODEL = "model2.pt"  # deep mutual learning: the second student's
@@ -35,7 +39,7 @@ RUN_FILES = RUN_OUTPUTS + (CONFIG, PARENT_WEIGHTS, PARENT_META)
 # Any of these makes a directory an evoprune run (possibly one that stopped before its first generation).
 RUN_MARKERS = (CONFIG, CHECKPOINT, CHECKPOINT_PREV, PARENT_META)
 
-__all__ = ["CHECKPOINT", "CHECKPOINT_PREV", "CONFIG", "DISTILLED_MODEL", "DISTILLED_SECOND_MODEL", "DISTILL_CURVE",
+__all__ = ["CHECKPOINT", "CHECKPOINT_PREV", "CONFIG", "DEFAULT_WEIGHTS", "WEIGHTS", "DISTILLED_MODEL", "DISTILLED_SECOND_MODEL", "DISTILL_CURVE",
            "DISTILL_METRICS", "EVALUATIONS", "FAILED_GENOME", "FRONT_CSV", "FRONT_JSON", "HISTORY", "HYPERVOLUME_PLOT",
            "METRICS_JSON", "METRICS_PLOT", "PARENT_META", "PARENT_WEIGHTS", "PARETO_PLOT", "RUN_FILES", "RUN_MARKERS",
            "RUN_OUTPUTS", "SPACE", "TASK", "distill_dir"]

@@ -15,7 +15,7 @@ from evoprune.parent.train import build_parent, load_state_dict_file
 from evoprune.pruning.materialise import materialise
 from evoprune.run.files import (CONFIG, DISTILL_METRICS, DISTILLED_MODEL, FRONT_JSON, PARENT_WEIGHTS, SPACE, TASK,
                                 distill_dir)
-from evoprune.run.weights import DEFAULT_WEIGHTS, WEIGHTS
+from evoprune.run.files import DEFAULT_WEIGHTS, WEIGHTS
 
 
 @dataclass

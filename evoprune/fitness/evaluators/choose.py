@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from evoprune.config import EvaluatorConfig, ParentConfig
+from evoprune.config import EvaluatorConfig
 from evoprune.config.streams import stream_seed
 from evoprune.fitness.evaluators.batched import BatchedEvaluator, Unsupported
 from evoprune.fitness.evaluators.protocol import Evaluator
@@ -83,16 +83,10 @@ def prefers_batched(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def choose_evaluator(task: StagedTask, parent: nn.Module, space: SearchSpace, settings: EvaluatorConfig,
-                     parent_config: ParentConfig | None = None) -> tuple[Evaluator, dict[str, Any]]:
-    """The evaluator that `settings` (the `evaluator` config section) asks for, with the evidence for the
-    choice. `parent_config`: how the parent is built, so Ray workers can rebuild it from a state_dict
-    (without it the module travels whole)."""
-    if settings.backend == "ray":  # workers apply this same rule on their own devices
-        from evoprune.fitness.evaluators.ray import RayEvaluator  # Ray is optional: imported only when asked for
-
-        ray_evaluator = RayEvaluator(task, parent, space, settings, parent_config)
-        return ray_evaluator, ray_evaluator.info
+def choose_evaluator(task: StagedTask, parent: nn.Module, space: SearchSpace,
+                     settings: EvaluatorConfig) -> tuple[Evaluator, dict[str, Any]]:
+    """The local evaluator that `settings` (the `evaluator` config section) asks for, with the evidence for
+    the choice. Ray's evaluator is made by the Fitness facade; its workers call this on their own devices."""
     kind = settings.kind
 
     def sequential(reason: str) -> tuple[Evaluator, dict[str, Any]]:
