@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from evoprune import build_fitness, load_config
-from evoprune.config import apply_overrides, config_from_dict
+from evoprune.config import apply_overrides, config_from_dict, stream_seed
 from evoprune.fitness.losses import hinton_kd
 from evoprune.genome import Genome
 from evoprune.metrics import accuracy
@@ -66,7 +66,7 @@ def uniform_genomes(space, budget: int) -> list[Genome]:
 
 
 def random_genomes(space, budget: int, seed: int) -> list[Genome]:
-    rng = random.Random(seed + 1000)
+    rng = random.Random(stream_seed(seed, "baseline.random"))
     out, seen = [], set()
     while len(out) < budget:
         kept = {}

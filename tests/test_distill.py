@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from evoprune import build_fitness, load_config
-from evoprune.config import KD_LOSSES as CONFIG_KD_LOSSES
-from evoprune.fitness.losses import (FEATURE_KD_LOSSES, KD_LOSSES, LOGIT_KD_LOSSES, KDLoss, attention_map, default_feature_layers,
-                              logit_kd, logit_kd_per_model, mutual_kl, teacher_feature_targets)
+from evoprune.config import FEATURE_KD_LOSSES, KD_LOSSES, LOGIT_KD_LOSSES
+from evoprune.fitness.losses import (KDLoss, attention_map, default_feature_layers, logit_kd, logit_kd_per_model,
+                                     mutual_kl, teacher_feature_targets)
 from evoprune.fitness.evaluators import SequentialEvaluator
 from evoprune.deploy.distill import augment, augment_kind
 from evoprune.parent.models import cifar_resnet
 from evoprune.evolve.population import initial_population
-from evoprune.run.search import RunDirSearch as Search
+from evoprune.run.search import RunDirSearch
 from conftest import TINY, run_cli
 
 
@@ -25,10 +25,6 @@ def _cli(argv: list) -> tuple[int, str, str]:
 
 def _student(fitness):
     return fitness.subnet(fitness.space.uniform(keep=0.5)).train()
-
-
-def test_loss_names_agree_with_the_config():
-    assert set(KD_LOSSES) == set(CONFIG_KD_LOSSES) and set(LOGIT_KD_LOSSES) | set(FEATURE_KD_LOSSES) == set(KD_LOSSES)
 
 
 @pytest.mark.parametrize("kind", KD_LOSSES)
@@ -106,7 +102,7 @@ def test_each_loss_drives_a_tiny_search(tmp_path, kind):
     fitness = build_fitness(cfg, tmp_path, progress=False)
     if kind in FEATURE_KD_LOSSES:
         assert fitness.evaluator.kind == "sequential" and kind in fitness.evaluator_info["reason"]
-    state = Search(fitness, tmp_path, progress=False, log=lambda s: None).run()
+    state = RunDirSearch(fitness, tmp_path, progress=False, log=lambda s: None).run()
     front = json.loads((tmp_path / "front.json").read_text())["front"]
     assert front and all(0 <= m["accuracy"] <= 1 for m in front)
     assert len(state.records) >= 4 and all(r.objectives.kd_loss == r.objectives.kd_loss for r in state.records)

@@ -1,7 +1,6 @@
 """Fitness as a library: genomes or any model in, Objectives out; cached, deterministic."""
 from __future__ import annotations
 
-import copy
 import math
 import random
 
@@ -184,12 +183,6 @@ def test_non_finite_fine_tune_scores_worst(tiny_overrides):
         (o,) = fitness([g])
     assert o.status == "nonfinite" and o.accuracy == 0.0
     assert 0.0 < o.size_ratio < 1.0
-
-
-def test_fitness_does_not_touch_its_config(tiny_fitness):
-    cfg = copy.deepcopy(tiny_fitness.cfg)
-    tiny_fitness([tiny_fitness.space.uniform(keep=0.8)])
-    assert tiny_fitness.cfg == cfg
 
 
 def test_fitness_lr_in_scientific_notation(tiny_overrides):

@@ -12,7 +12,7 @@ ray = pytest.importorskip("ray")
 from evoprune import ConfigError, build_fitness, load_config  # noqa: E402
 from evoprune.fitness.evaluators import RayEvaluator  # noqa: E402
 from evoprune.fitness.evaluators.ray import CRASH_ENV  # noqa: E402
-from evoprune.run.search import RunDirSearch as Search  # noqa: E402
+from evoprune.run.search import RunDirSearch  # noqa: E402
 
 RAY = ["evaluator.backend=ray", "evaluator.workers=2"]
 
@@ -28,7 +28,7 @@ def ray_instance():
 def _search(overrides: list[str], run_dir) -> dict:
     fitness = build_fitness(load_config(overrides=overrides), run_dir, progress=False)
     try:
-        Search(fitness, run_dir, progress=False, log=lambda line: None).run()
+        RunDirSearch(fitness, run_dir, progress=False, log=lambda line: None).run()
     finally:
         if isinstance(fitness.evaluator, RayEvaluator):
             stats = {"failures": fitness.evaluator.failures, "restarts": fitness.evaluator.restarts}

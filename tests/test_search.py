@@ -200,13 +200,13 @@ class _Recorder(SearchCallback):
     def __init__(self):
         self.events = []
 
-    def on_start(self, fitness, state):
+    def on_start(self, state, fitness):
         self.events.append(("start", state.generation))
 
     def on_generation(self, state, fitness):
         self.events.append(("generation", state.generation))
 
-    def on_finish(self, state):
+    def on_finish(self, state, fitness):
         self.events.append(("finish", state.generation))
 
 

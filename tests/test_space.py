@@ -281,3 +281,10 @@ def test_space_json_round_trip(tiny_fitness, space4):
             assert back.repair(kept) == space.repair(kept)
         with pytest.raises(ValueError):
             back.validate(back.full().with_group(back.names[0], [0]))
+
+
+def test_every_configurable_criterion_has_an_implementation():
+    from evoprune.config import CRITERIA
+    from evoprune.pruning.importance import SCORERS
+
+    assert set(SCORERS) | {"random"} == set(CRITERIA)  # 'random' draws fresh permutations instead

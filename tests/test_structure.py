@@ -152,7 +152,7 @@ def test_public_names_stay_where_users_import_them():
 
     for name in evoprune.__all__:  # from evoprune import ...
         assert getattr(evoprune, name) is not None
-    assert evoprune.export.load_exported is load_exported  # the pre-0.2 path
+    assert evoprune.export.load_exported is load_exported  # the path before the subpackage layout
     assert callable(evoprune.deploy.deployment_metrics)
     for package, exports in LAZY.items():  # every lazily re-exported name resolves
         module = __import__(package, fromlist=["_"])

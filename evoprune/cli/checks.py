@@ -72,7 +72,7 @@ def config_difference(run_dir: Path, cfg: Any) -> str | None:
     try:
         saved = flatten(config_from_dict(read_yaml(path)).to_dict())
     except ConfigError:
-        return "its config.yaml is unreadable"
+        return f"its {CONFIG} is unreadable"
     now = flatten(cfg.to_dict()) if cfg is not None else {}
     for key in saved:
         if saved[key] != now.get(key):
@@ -97,8 +97,8 @@ def check_same_config(run_dir: Path, cfg_dict: dict[str, Any], saved: Any) -> No
     changed = [k for k in then if k in now and k not in RESUME_MAY_DIFFER and now[k] != then[k]]
     if changed:
         k = changed[0]
-        raise UsageError(f"--resume {run_dir}: config.yaml no longer matches the run's checkpoint "
-                         f"({k}: {short(then[k])} in the checkpoint, {short(now[k])} in config.yaml"
+        raise UsageError(f"--resume {run_dir}: {CONFIG} no longer matches the run's checkpoint "
+                         f"({k}: {short(then[k])} in the checkpoint, {short(now[k])} in {CONFIG}"
                          f"{f', and {len(changed) - 1} more' if len(changed) > 1 else ''}); "
                          f"restore it, or start a new run")
 
@@ -123,10 +123,7 @@ def check_device(cfg: Any) -> None:
     """`fitness.device` must be one this machine has (the library's rule: resolve_device)."""
     from evoprune.fitness import resolve_device
 
-    try:
-        resolve_device(cfg.fitness.device)
-    except RuntimeError:
-        raise ConfigError("fitness.device", "'cuda' but no CUDA device is available (use cpu or auto)") from None
+    resolve_device(cfg.fitness.device)
 
 
 def check_memory_format(cfg: Any) -> None:
@@ -144,12 +141,9 @@ def check_evaluator(cfg: Any) -> None:
         from evoprune.fitness.evaluators.ray import import_ray
 
         import_ray()
-    if cfg.evaluator.pool == "processes":
-        from evoprune.fitness.evaluators.forked import fork_available
+    from evoprune.fitness.evaluators.forked import check_pool
 
-        if not fork_available():
-            raise ConfigError("evaluator.pool", "'processes' needs fork (Linux, outside daemonic processes); "
-                                                "use threads or auto")
+    check_pool(cfg.evaluator.pool)
 
 
 def check_parent_weights(cfg: Any) -> Any:
@@ -217,9 +211,9 @@ def resume_config(args: argparse.Namespace) -> tuple[Path, Any, dict[str, Any]]:
     writer = RunWriter(run_dir)
     has_config, has_checkpoint = (run_dir / CONFIG).is_file(), writer.has_checkpoint()
     if has_checkpoint and not has_config:
-        raise UsageError(f"--resume {run_dir}: config.yaml is missing; a resume needs the run's own config")
+        raise UsageError(f"--resume {run_dir}: {CONFIG} is missing; a resume needs the run's own config")
     if not has_config:
-        raise UsageError(f"--resume {run_dir}: not an evoprune run directory (no config.yaml and checkpoint); "
+        raise UsageError(f"--resume {run_dir}: not an evoprune run directory (no {CONFIG} and checkpoint); "
                          f"a run that stopped before writing its config is started again with its own "
                          f"`search --config ... --out {run_dir}`")
     cfg = config_from_dict(apply_overrides(read_yaml(run_dir / CONFIG), args.set))
@@ -313,7 +307,7 @@ def check_onnx(wanted: bool) -> None:
 def check_feature_layers(cfg: Any, search: bool) -> None:
     """Configured feature layers (of the search's or the final KD loss) must be modules of the parent,
     and so of every subnet. Module names do not depend on the input size or the classes."""
-    from evoprune.fitness.losses import FEATURE_KD_LOSSES
+    from evoprune.config.vocab import FEATURE_KD_LOSSES
     from evoprune.parent.train import build_parent, parent_channels
 
     if search:

@@ -1,4 +1,4 @@
-"""Command line: search, report, train-parent, distill, export, config; errors become one line and an exit code.
+"""Command line: search, report, train-parent, distill, export, predict, config; errors become one line and an exit code.
 
 Every check of the user's input (flags, paths, config, parent weights, the checkpoint to resume)
 runs before any work starts, so bad input never creates, changes or damages a run directory.

@@ -8,9 +8,8 @@ from evoprune.cli.checks import (check_device, check_feature_layers, check_onnx,
                                  check_weights, load_run_arg)
 from evoprune.cli.errors import EXIT_OK, UsageError, as_path, one_line, os_error
 from evoprune.config import apply_overrides, config_from_dict, parse_override, short
-from evoprune.run.files import (DISTILL_CURVE, DISTILL_METRICS, DISTILLED_MODEL, FRONT_JSON, METRICS_JSON,
-                                METRICS_PLOT, distill_dir)
-from evoprune.run.files import DEFAULT_WEIGHTS
+from evoprune.run.files import (DEFAULT_WEIGHTS, DISTILL_CURVE, DISTILL_METRICS, DISTILLED_MODEL, FRONT_JSON,
+                                METRICS_JSON, METRICS_PLOT, distill_dir)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -79,7 +79,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if cpu_load.chosen:
         print(cpu_load.chosen, flush=True)
     if args.resume is not None and not resuming:
-        print(f"no generation of {run_dir} was saved before it stopped: starting it again from its config.yaml",
+        print(f"no generation of {run_dir} was saved before it stopped: starting it again from its {CONFIG}",
               flush=True)
     try:
         run_cfg = pin_evaluator(cfg, checkpoint.get("evaluator")) if resuming else cfg

@@ -1,7 +1,7 @@
 """The config's rules across fields, checked when it is loaded, before any work (none needs data)."""
 from __future__ import annotations
 
-from evoprune.config.schema import Config, ConfigError, short
+from evoprune.config.schema import Config, ConfigError, EvaluatorConfig, short
 from evoprune.config.vocab import CRITERIA
 
 
@@ -19,7 +19,7 @@ def check_rules(cfg: Config) -> None:
     if cfg.data.val_fraction + cfg.data.test_fraction >= 0.9:
         raise ConfigError("data.test_fraction", "expected data.val_fraction + data.test_fraction < 0.9")
     _check_parent_and_data(cfg)
-    _check_ray(cfg)
+    check_ray_share(cfg.evaluator, cfg.fitness.device)
 
 
 def _check_parent_and_data(cfg: Config) -> None:
@@ -40,16 +40,14 @@ def _check_parent_and_data(cfg: Config) -> None:
         raise ConfigError("data.root", "required for data.name=imagefolder (a directory of class subfolders)")
 
 
-
-
-def _check_ray(cfg: Config) -> None:
-    """Ray workers' GPU share against fitness.device (before the parent is trained, not after)."""
-    ecfg, device = cfg.evaluator, cfg.fitness.device
+def check_ray_share(ecfg: EvaluatorConfig, device: str) -> None:
+    """Ray workers' GPU share against `fitness.device`: checked when a config loads (before the parent is
+    trained, not after) and again by the Ray evaluator (for configs built in code)."""
+    if ecfg.backend != "ray":
+        return
     gpus = ecfg.gpus_per_worker
     if gpus > 1 and gpus != int(gpus):
         raise ConfigError("evaluator.gpus_per_worker", f"expected a share below 1 or a whole number, got {gpus}")
-    if ecfg.backend != "ray":
-        return
     if device == "cuda" and gpus == 0:
         raise ConfigError("evaluator.gpus_per_worker", "fitness.device is 'cuda' but Ray workers get no GPU "
                                                        "(set evaluator.gpus_per_worker > 0)")

@@ -42,8 +42,6 @@ def _f(default: Any, *, lo: float | None = None, hi: float | None = None,
     return field(default=default, metadata=meta)
 
 
-
-
 @dataclass(frozen=True)
 class DataConfig:
     name: Literal["digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder"] = _f(

@@ -8,6 +8,7 @@ STREAMS: dict[str, tuple[int, int]] = {
     "split.val": (1, 0),  # validation held out of the rest
     "split.cap": (3, 0),  # data.max_*_samples: stratified subsets of each split
     "parent.batches": (0, 0),  # the parent's training batches and augmentation
+    "torch.global": (0, 0),  # torch's global generator where a library draws from it (a fresh head's init)
     "search": (0, 0),  # the search's random.Random: initial population, variation, selection
     "fitness.subset": (17, 0),  # the fine-tune subset, its batch plan and a capped validation subset
     "space.calibration": (29, 0),  # the batch the data-dependent importance criteria (Taylor) score on
@@ -15,6 +16,7 @@ STREAMS: dict[str, tuple[int, int]] = {
     "kd.adapters": (7919, 0),  # initial weights of the 1x1 adapters of `feature` KD
     "distill.student": (61, 1),  # the final distillation of student i (0: the pick, 1: --pick2)
     "distill.augment": (1061, 1000),  # student i's augmentation draws
+    "baseline.random": (1000, 0),  # experiments/compare.py: the random-genome baseline
 }
 
 

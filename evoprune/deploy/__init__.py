@@ -8,7 +8,6 @@ _EXPORTS = {
     "distill_model": "distill",
     "run_distill": "distill",
     "check_second_student": "distill",
-    "export": "export",
     "load_exported": "export",
     "check_onnx_available": "export",
     "MissingExtra": "export",

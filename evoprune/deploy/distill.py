@@ -19,9 +19,11 @@ from evoprune.config.streams import stream_seed
 from evoprune.data.task import TaskData, augment_batch, augment_policy, load_task
 from evoprune.deploy.metrics import deployment_metrics
 from evoprune.fitness import resolve_device
-from evoprune.fitness.losses import FEATURE_KD_LOSSES, FeatureTap, KDLoss, default_feature_layers, mutual_kl
+from evoprune.config.vocab import FEATURE_KD_LOSSES
+from evoprune.fitness.losses import FeatureTap, KDLoss, default_feature_layers, mutual_kl
 from evoprune.metrics import accuracy
-from evoprune.run.files import DISTILL_CURVE, DISTILL_METRICS, DISTILLED_MODEL, DISTILLED_SECOND_MODEL, distill_dir
+from evoprune.run.files import (DEFAULT_WEIGHTS, DISTILL_CURVE, DISTILL_METRICS, DISTILLED_MODEL, DISTILLED_SECOND_MODEL,
+                                distill_dir)
 from evoprune.run.reader import Run
 
 
@@ -85,6 +87,8 @@ def distill_model(student: nn.Module, teacher: nn.Module, data: TaskData, cfg: D
     DML (Zhang et al. 2018): each step draws one batch per student from its own shuffled order; both
     students see the union of the two batches, each takes the KD loss on its own batch and KL towards
     the other's predictions on the union. Different data orders keep two copies of one subnet apart.
+    `seed`: the run's seed; each student's initialisation of KD adapters and its augmentation draws are
+    its named streams (config.streams: distill.student, distill.augment).
     Returns the trained student(s) on the CPU in eval mode and a summary.
     """
     beta = cfg.beta if cfg.beta is not None else getattr(fitness_kd, "beta", None)
@@ -181,7 +185,7 @@ def run_distill(run: Run, cfg: Config, pick: int, pick2: int | None = None, prog
     RUN_DIR/distill-K/{model.pt, metrics.json} and return the metrics."""
     d = cfg.distill
     check_second_student(d, pick2)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(stream_seed(cfg.seed, "torch.global"))
     data = load_task(cfg)
     device = resolve_device(cfg.fitness.device)
     teacher = run.parent()
@@ -194,7 +198,7 @@ def run_distill(run: Run, cfg: Config, pick: int, pick2: int | None = None, prog
                                              progress, augment_kind(cfg, data.input_shape))
     n_classes = data.n_classes
     result: dict[str, Any] = {
-        "pick": pick, "initial_weights": "finetuned", "genome_key": run.front[pick].get("key"), "search_val_accuracy": run.front[pick].get("accuracy"),
+        "pick": pick, "initial_weights": DEFAULT_WEIGHTS, "genome_key": run.front[pick].get("key"), "search_val_accuracy": run.front[pick].get("accuracy"),
         "val_accuracy_before": before, "val_accuracy": accuracy(student, data.val_x, data.val_y),
         "parent_val_accuracy": accuracy(teacher, data.val_x, data.val_y),
         "distill": {**dataclasses.asdict(d), **summary},

@@ -27,9 +27,7 @@ from torch import nn
 
 from evoprune.atomic import write_json
 from evoprune.metrics import count_macs, count_params, logits_of
-from evoprune.run.files import METRICS_JSON
-from evoprune.run.reader import load_run
-from evoprune.run.files import DEFAULT_WEIGHTS
+from evoprune.run.files import DEFAULT_WEIGHTS, METRICS_JSON
 
 
 def classification_metrics(logits: torch.Tensor, y: torch.Tensor, n_classes: int) -> dict[str, float]:
@@ -180,6 +178,8 @@ def front_metrics(run_dir: str, picks: list[int] | None = None, runs: int = 20,
     """`report --metrics`: deployment metrics on the test split of the parent and of front members
     (`picks`, default all), each with `weights` (see `Run.subnet`; default: the fine-tune the search ran,
     whose validation accuracy front.json shows). Written to RUN_DIR/metrics.json."""
+    from evoprune.run.reader import load_run  # the run's parent and data: torch-pruning only when asked
+
     run = load_run(run_dir)
     data = run.fitness().data  # the same data the members' validation accuracy is measured on
     picks = list(range(len(run.front))) if picks is None else picks

@@ -14,12 +14,12 @@ class SearchCallback:
     A callback may stop the search by raising (e.g. KeyboardInterrupt); what it saved stays saved.
     """
 
-    def on_start(self, fitness: "Fitness", state: "SearchState") -> None:
+    def on_start(self, state: "SearchState", fitness: "Fitness") -> None:
         """The search begins: `state` is empty (generation -1) for a fresh search, or the restored
         state of a resumed one (its last completed generation)."""
 
     def on_generation(self, state: "SearchState", fitness: "Fitness") -> None:
         """A generation was evaluated and selected: `state` holds it, ready to be continued from."""
 
-    def on_finish(self, state: "SearchState") -> None:
+    def on_finish(self, state: "SearchState", fitness: "Fitness") -> None:
         """The budget is spent or the search plateaued: `state` is final."""

@@ -4,13 +4,12 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from deap import base, tools
 from tqdm import tqdm
 
 from evoprune.config.streams import stream_seed
-from evoprune.fitness.facade import Fitness
 from evoprune.genome import Genome
 from evoprune.objectives import PARETO_OBJECTIVES
 from evoprune.evolve.callbacks import SearchCallback
@@ -18,6 +17,9 @@ from evoprune.evolve.pareto import front_indices, hypervolume
 from evoprune.evolve.population import initial_population
 from evoprune.evolve.state import Record, SearchState, rng_from_json, rng_to_json
 from evoprune.evolve.variation import crossover, mutate
+
+if TYPE_CHECKING:
+    from evoprune.fitness.facade import Fitness
 
 
 class _Individual:
@@ -35,7 +37,7 @@ class Search:
     `callbacks` (nothing is written unless a callback writes it: `evoprune.run.RunDirSearch` adds the
     run directory's writer)."""
 
-    def __init__(self, fitness: Fitness, callbacks: Sequence[SearchCallback] = (), progress: bool = True,
+    def __init__(self, fitness: "Fitness", callbacks: Sequence[SearchCallback] = (), progress: bool = True,
                  log: Callable[[str], None] | None = None):
         if isinstance(callbacks, (str, Path)):
             raise TypeError("Search(fitness, run_dir) is evoprune.run.RunDirSearch(fitness, run_dir); "
@@ -159,11 +161,11 @@ class Search:
             pop, rng = self._restore(state)
             self.log(f"resuming after generation {state.generation} ({len(state.records)} evaluations)")
             for callback in self.callbacks:
-                callback.on_start(self.fitness, state)
+                callback.on_start(state, self.fitness)
         else:
             state, rng = SearchState(), random.Random(stream_seed(self.cfg.seed, "search"))
             for callback in self.callbacks:
-                callback.on_start(self.fitness, state)
+                callback.on_start(state, self.fitness)
             init = initial_population(self.fitness.space, self.cfg.population, s.population, rng)
             new = self._evaluate(state, init, 0)
             pop = self._survivors([self._individual(r) for r in new])
@@ -182,7 +184,7 @@ class Search:
             self._summarise(state, generation, len(new))
             self._generation_done(state, pop, rng)
         for callback in self.callbacks:
-            callback.on_finish(state)
+            callback.on_finish(state, self.fitness)
         return state
 
     def _progress(self, state: SearchState, generation: int) -> float:

@@ -1,13 +1,14 @@
 """Variation without torch: layer-swap crossover over groups, grow/shrink/re-draw mutation, repair."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import random
 
 from evoprune.config.vocab import CROSSOVERS
 from evoprune.genome import Genome
 from evoprune.pruning.draw import keep_by_criterion
 from evoprune.pruning.space import SearchSpace
-
 
 
 def crossover(a: Genome, b: Genome, space: SearchSpace, kind: str, rng: random.Random) -> tuple[Genome, Genome]:
@@ -36,7 +37,7 @@ def _step(n_channels: int, round_to: int, rng: random.Random) -> int:
 
 
 def mutate(genome: Genome, space: SearchSpace, rng: random.Random, share: float,
-           criteria: list[str]) -> Genome:
+           criteria: Sequence[str]) -> Genome:
     """Touch each group with probability `share` (at least one): grow, shrink or re-draw it."""
     names = space.names
     chosen = [nm for nm in names if rng.random() < share] or [rng.choice(names)]

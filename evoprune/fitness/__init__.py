@@ -4,7 +4,7 @@ from evoprune.lazy import lazy_exports
 _EXPORTS = {
     "Fitness": "facade",
     "build_fitness": "facade",
-    "resolve_device": "facade",
+    "resolve_device": "precision",
     "StagedTask": "staged",
     "Evaluator": "evaluators.protocol",
 }

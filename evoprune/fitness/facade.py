@@ -13,11 +13,11 @@ from evoprune.config import Config
 from evoprune.config.streams import stream_seed
 from evoprune.data.task import TaskData, load_data
 from evoprune.fitness.evaluators import choose_evaluator
-from evoprune.fitness.precision import check_channels_last
+from evoprune.fitness.precision import check_channels_last, resolve_device
 from evoprune.fitness.recipe import finetune_and_recalibrate
 from evoprune.fitness.scoring import score
 from evoprune.fitness.scoring import val_accuracy as task_val_accuracy
-from evoprune.fitness.staged import StagedTask, resolve_device
+from evoprune.fitness.staged import StagedTask
 from evoprune.genome import Genome
 from evoprune.objectives import Objectives
 from evoprune.parent.train import get_parent, parent_channels
@@ -25,7 +25,7 @@ from evoprune.pruning.importance import build_space
 from evoprune.pruning.materialise import materialise
 from evoprune.pruning.space import SearchSpace
 
-__all__ = ["Fitness", "build_fitness", "resolve_device"]
+__all__ = ["Fitness", "build_fitness"]
 
 
 class Fitness:
@@ -109,7 +109,7 @@ class Fitness:
 def build_fitness(cfg: Config, run_dir: str | Path | None = None, progress: bool = True,
                   data: TaskData | None = None) -> Fitness:
     """Data loaded (unless given), parent trained (or loaded / cached in `run_dir`), search space traced."""
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(stream_seed(cfg.seed, "torch.global"))
     if data is None:
         data = load_data(cfg.data, cfg.seed, channels=parent_channels(cfg))  # grayscale -> 3 for torchvision
     parent, meta = get_parent(cfg, data, run_dir, progress=progress)

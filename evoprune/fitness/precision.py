@@ -1,4 +1,4 @@
-"""Mixed precision and memory format for the fine-tune: autocast context and gradient scaler."""
+"""Where and how the fine-tune computes: the device, autocast precision and gradient scaler, memory format."""
 from __future__ import annotations
 
 import contextlib
@@ -11,6 +11,15 @@ import torch
 
 from evoprune.config import ConfigError, FitnessConfig
 from evoprune.errors import signal_name
+
+def resolve_device(name: str) -> torch.device:
+    """`fitness.device` as a torch device (`auto`: CUDA when available)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("fitness.device", "'cuda' but no CUDA device is available (use cpu or auto)")
+    return torch.device(name)
+
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

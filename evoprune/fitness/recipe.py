@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from evoprune.config import FitnessConfig
-from evoprune.fitness.losses import FEATURE_KD_LOSSES, KDLoss, default_feature_layers, teacher_feature_targets
+from evoprune.config.vocab import FEATURE_KD_LOSSES
+from evoprune.fitness.losses import KDLoss, default_feature_layers, teacher_feature_targets
 from evoprune.fitness.precision import Scaler, autocast, channels_last_on
 from evoprune.fitness.staged import StagedTask
 

@@ -15,15 +15,6 @@ from evoprune.fitness.precision import memory_format
 from evoprune.metrics import count_macs, count_params, logits_of
 
 
-def resolve_device(name: str) -> torch.device:
-    """`fitness.device` as a torch device (`auto`: CUDA when available)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("fitness.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
-
-
 # The tensor fields: what `to` moves (every other field is plain data).
 TENSOR_FIELDS = ("ft_x", "ft_y", "ft_teacher", "plan", "val_x", "val_y", "example_input")
 

@@ -125,7 +125,7 @@ def split_problem(cfg: Config) -> str | None:
                 f"settings (e.g. data.split_seed={saved.get('split_seed')}) or train a parent for this split")
     if cfg.parent.trust_split or cfg.data.split_seed is not None:
         return None
-    return (f"{weights} comes without evoprune's parent.json beside it, so nothing shows which images it was "
+    return (f"{weights} comes without evoprune's {PARENT_META} beside it, so nothing shows which images it was "
             f"trained on; if it never saw this dataset's validation or test images, set parent.trust_split=true; "
             f"if it was trained on evoprune's train split, set data.split_seed to that split's seed")
 
@@ -138,7 +138,7 @@ def fingerprint_mismatch(cfg: Config, directory: str | Path) -> str | None:
     try:
         saved = json.loads(meta.read_text())
     except (OSError, ValueError):
-        return "parent.json (unreadable)"
+        return f"{PARENT_META} (unreadable)"
     for key, value in _fingerprint(cfg).items():
         if not isinstance(saved, dict) or saved.get(key, "<absent>") != value:
             then = saved.get(key, "<absent>") if isinstance(saved, dict) else "<absent>"
@@ -147,8 +147,8 @@ def fingerprint_mismatch(cfg: Config, directory: str | Path) -> str | None:
 
 
 def train_epochs(model: nn.Module, params: list[nn.Parameter], data: TaskData, epochs: int, lr: float,
-            batch_size: int, gen: torch.Generator, device: torch.device, desc: str, progress: bool,
-            head_only: bool, patience: int = 0) -> int:
+                 batch_size: int, gen: torch.Generator, device: torch.device, desc: str, progress: bool,
+                 head_only: bool, patience: int = 0) -> int:
     """SGD (Nesterov, cosine schedule) over `params` for at most `epochs` epochs of the train split.
 
     With `patience`, training stops once validation accuracy has not improved for that many epochs,
@@ -210,12 +210,12 @@ def train_parent(model: nn.Module, data: TaskData, epochs: int, lr: float, batch
             p.requires_grad_(id(p) in head_ids)
         try:
             train_epochs(model, head, data, frozen_epochs, lr, batch_size, gen, device, "training head (frozen)",
-                    progress, head_only=True)
+                         progress, head_only=True)
         finally:
             for p in model.parameters():
                 p.requires_grad_(True)
     trained = train_epochs(model, list(model.parameters()), data, epochs, lr, batch_size, gen, device,
-                      "training parent", progress, head_only=False, patience=patience)
+                           "training parent", progress, head_only=False, patience=patience)
     return model.cpu().eval(), trained
 
 
@@ -242,7 +242,7 @@ def get_parent(cfg: Config, data: TaskData, run_dir: str | Path | None,
                progress: bool = True, reuse: bool = True) -> tuple[nn.Module, dict]:
     """The trained parent (eval mode) and its metadata, trained once and cached in `run_dir`
     (`reuse=False`: retrained even if the cache fits)."""
-    torch.manual_seed(cfg.seed)  # the fresh head's initialisation
+    torch.manual_seed(stream_seed(cfg.seed, "torch.global"))  # the fresh head's initialisation
     model = build_parent(cfg, data.input_shape, data.n_classes)
     check_input_size(model, data, cfg.parent.arch)
     meta = {"source": "", **_fingerprint(cfg)}
@@ -257,7 +257,7 @@ def get_parent(cfg: Config, data: TaskData, run_dir: str | Path | None,
         meta["source"] = "cached"
     else:
         if cfg.parent.pretrained != "none":
-            torch.manual_seed(cfg.seed)
+            torch.manual_seed(stream_seed(cfg.seed, "torch.global"))
             model = build_parent(cfg, data.input_shape, data.n_classes, pretrained=True)
         model, meta["epochs_trained"] = train_parent(
             model, data, cfg.parent.epochs, cfg.parent.lr, cfg.parent.batch_size, stream_seed(cfg.seed, "parent.batches"), progress,

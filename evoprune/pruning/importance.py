@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch_pruning as tp
@@ -31,7 +31,7 @@ def _order(scores: torch.Tensor) -> list[int]:
 
 
 def build_space(parent: nn.Module, example_input: torch.Tensor, space_cfg: SpaceConfig,
-                criteria: list[str], calib_x: torch.Tensor, calib_y: torch.Tensor) -> SearchSpace:
+                criteria: Sequence[str], calib_x: torch.Tensor, calib_y: torch.Tensor) -> SearchSpace:
     """Trace a copy of the parent, list its groups and rank each group's channels per criterion.
 
     Taylor needs gradients: one cross-entropy backward on the calibration batch (on the copy).

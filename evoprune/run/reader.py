@@ -13,9 +13,8 @@ from evoprune.config import Config, load_config
 from evoprune.genome import Genome
 from evoprune.parent.train import build_parent, load_state_dict_file
 from evoprune.pruning.materialise import materialise
-from evoprune.run.files import (CONFIG, DISTILL_METRICS, DISTILLED_MODEL, FRONT_JSON, PARENT_WEIGHTS, SPACE, TASK,
-                                distill_dir)
-from evoprune.run.files import DEFAULT_WEIGHTS, WEIGHTS
+from evoprune.run.files import (CONFIG, DEFAULT_WEIGHTS, DISTILL_METRICS, DISTILLED_MODEL, FRONT_JSON, PARENT_WEIGHTS,
+                                SPACE, TASK, WEIGHTS, distill_dir)
 
 
 @dataclass

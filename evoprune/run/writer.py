@@ -104,7 +104,7 @@ class RunWriter(SearchCallback):
         write_plots(self.dir)
 
     # -- as the search's callback ----------------------------------------------------------------
-    def on_start(self, fitness: "Fitness", state: SearchState) -> None:
+    def on_start(self, state: SearchState, fitness: "Fitness") -> None:
         """A fresh search (no generation yet) starts the directory; a resumed one continues in it."""
         if state.generation < 0:
             self.start(fitness)
@@ -112,7 +112,7 @@ class RunWriter(SearchCallback):
     def on_generation(self, state: SearchState, fitness: "Fitness") -> None:
         self.write_generation(state, fitness)
 
-    def on_finish(self, state: SearchState) -> None:
+    def on_finish(self, state: SearchState, fitness: "Fitness") -> None:
         """The final state's front and history are on disk since its last generation: draw the plots."""
         self.write_plots()
 

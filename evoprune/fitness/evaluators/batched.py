@@ -3,7 +3,7 @@
 Each individual is the parent's parameters times its channel masks; `torch.func.vmap` over
 `functional_call` runs every individual on the same batch in one step. A masked channel is zero
 everywhere downstream in conv/BN/linear networks, so this equals the structurally pruned network
-(up to float rounding); `verify` checks that on the actual parent before it is trusted.
+(up to float rounding); `choose.verify` checks that on the actual parent before it is trusted.
 """
 from __future__ import annotations
 

@@ -10,10 +10,10 @@ from torch import nn
 
 from evoprune.config import EvaluatorConfig
 from evoprune.config.streams import stream_seed
+from evoprune.config.vocab import FEATURE_KD_LOSSES, LOGIT_KD_LOSSES
 from evoprune.fitness.evaluators.batched import BatchedEvaluator, Unsupported
 from evoprune.fitness.evaluators.protocol import Evaluator
 from evoprune.fitness.evaluators.sequential import SequentialEvaluator
-from evoprune.fitness.losses import FEATURE_KD_LOSSES, LOGIT_KD_LOSSES
 from evoprune.fitness.recipe import finetune_and_recalibrate
 from evoprune.fitness.staged import StagedTask
 from evoprune.metrics import logits_of

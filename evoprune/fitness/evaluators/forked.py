@@ -26,6 +26,7 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, Sequence
 
 import torch
 
+from evoprune.config import ConfigError
 from evoprune.errors import RunFailed, signal_name
 
 # Work for the children, keyed per pool; set only while its children are forked (they inherit it).
@@ -45,6 +46,13 @@ def fork_available() -> bool:
     """Fork is safe for CPU torch on Linux; elsewhere (macOS frameworks, Windows) and inside daemonic
     processes, which may not have children, callers use threads instead."""
     return sys.platform.startswith("linux") and not mp.current_process().daemon
+
+
+def check_pool(pool: str) -> None:
+    """`evaluator.pool`: `processes` needs fork here (ConfigError naming the key otherwise)."""
+    if pool == "processes" and not fork_available():
+        raise ConfigError("evaluator.pool", "'processes' needs fork (Linux, outside daemonic processes); "
+                                            "use threads or auto")
 
 
 @contextmanager

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from evoprune.config import Config, ConfigError, EvaluatorConfig, ParentConfig
-from evoprune.fitness.precision import check_channels_last
-from evoprune.fitness.staged import StagedTask, resolve_device
+from evoprune.config.rules import check_ray_share
+from evoprune.fitness.precision import check_channels_last, resolve_device
+from evoprune.fitness.staged import StagedTask
 from evoprune.genome import Genome
 from evoprune.objectives import Objectives
 from evoprune.pruning.space import SearchSpace
@@ -127,13 +128,14 @@ class RayEvaluator:
 
     `settings`: the `evaluator` config section (address, workers, gpus_per_worker, chunk; the workers
     choose their local evaluator by its `kind`); `parent_config`: how the parent is built (see
-    `parent_payload`). The settings' own rules (GPU shares against the device) hold at config load time.
+    `parent_payload`). The GPU share is checked against the device first (config.rules.check_ray_share).
     """
 
     backend = "ray"
 
     def __init__(self, task: StagedTask, parent: nn.Module, space: SearchSpace, settings: EvaluatorConfig,
                  parent_config: ParentConfig | None = None):
+        check_ray_share(settings, task.cfg.device)
         self.ray = ray = import_ray()
         ecfg = self.settings = settings
         gpus = ecfg.gpus_per_worker

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from evoprune.config import FitnessConfig
+from evoprune.config.vocab import FEATURE_KD_LOSSES
 from evoprune.fitness.evaluators.forked import (CRASH_SIGNALS, ForkedPool, WorkerDied, await_native_exit,
-                                                fork_available, sole_evaluation)
-from evoprune.fitness.losses import FEATURE_KD_LOSSES
+                                                check_pool, fork_available, sole_evaluation)
 from evoprune.fitness.recipe import feature_targets, finetune_and_recalibrate, one_thread_on_cpu
 from evoprune.fitness.scoring import score
 from evoprune.fitness.staged import StagedTask
@@ -77,11 +77,9 @@ class SequentialEvaluator:
         if threads == 0:
             threads = 1 if task.device.type == "cuda" else default_workers()
         self.threads = threads
+        check_pool(pool)
         if pool == "auto":
             pool = "processes" if fork_available() else "threads"
-        elif pool == "processes" and not fork_available():
-            raise ValueError("evaluator.pool=processes needs fork (Linux, outside daemonic processes); "
-                             "use `threads` or `auto`")
         self.pool = pool
         self._workers: ForkedPool | None = None  # forked on first use, kept while its state holds
         self._state_objects: tuple = ()  # what the workers' fingerprint refers to, kept alive with them
