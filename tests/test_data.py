@@ -138,16 +138,20 @@ def _idx_file(path: Path, array: np.ndarray) -> None:
         fh.write(header + array.astype(np.uint8).tobytes())
 
 
-def fake_mnist(root: Path, folder: str = "MNIST", n_train: int = 40, n_test: int = 10) -> Path:
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True)
+def fake_mnist(root: Path, folder: str | None = "MNIST", n_train: int = 40, n_test: int = 10,
+               unpack: bool = True) -> Path:
+    """The four IDX files as distributed (.gz), in torchvision's layout (ROOT/folder/raw) or, with
+    folder None, in ROOT itself (Debian's layout); `unpack` adds the extracted files beside them."""
+    raw = root / folder / "raw" if folder else root
+    raw.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         labels = np.arange(n) % 10
         _idx_file(raw / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
         _idx_file(raw / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    for gz in raw.glob("*.gz"):  # torchvision reads the extracted files
-        (raw / gz.stem).write_bytes(gzip.decompress(gz.read_bytes()))
+    if unpack:
+        for gz in raw.glob("*.gz"):
+            (raw / gz.stem).write_bytes(gzip.decompress(gz.read_bytes()))
     return root
 
 
@@ -160,6 +164,31 @@ def test_mnist_from_files_in_torchvision_layout(tmp_path, name, folder):
     assert (len(data.train_y), len(data.val_y), len(data.test_y)) == (30, 10, 10)
     assert data.input_shape == (3, 16, 16) and data.n_classes == 10
     assert data.augment == ("crop" if name == "mnist" else "crop_flip")
+
+
+@pytest.mark.parametrize("folder", ["FashionMNIST", None])
+def test_fashion_mnist_reads_the_original_gz_files_as_they_are(tmp_path, folder):
+    root = fake_mnist(tmp_path, folder, unpack=False)  # only the four .gz files, as the error message asks
+    data = load_data(DataConfig(name="fashion_mnist", root=str(root), download=False, val_fraction=0.25), seed=0)
+    assert (len(data.train_y), len(data.val_y), len(data.test_y)) == (30, 10, 10)
+    assert data.input_shape == (1, 28, 28) and data.class_names[0] == "T-shirt/top"
+    gz = tmp_path / (folder + "/raw" if folder else "") / "t10k-images-idx3-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:-50])  # a damaged (truncated) download
+    with pytest.raises(DatasetUnavailable, match="t10k-images-idx3-ubyte.gz"):
+        load_data(DataConfig(name="fashion_mnist", root=str(root), download=False), seed=0)
+
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
+                    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+def test_fashion_mnist_from_the_debian_package():
+    data = load_data(DataConfig(name="fashion_mnist", root=str(DEBIAN_FASHION_MNIST), download=False,
+                                max_train_samples=500, max_eval_samples=200), seed=0)
+    assert (len(data.train_y), len(data.val_y), len(data.test_y)) == (500, 200, 200)
+    assert data.input_shape == (1, 28, 28) and data.n_classes == 10
+    assert sorted(set(data.train_y.tolist())) == list(range(10))  # stratified caps keep every class
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -1,4 +1,4 @@
-"""Dataset sources on disk: torchvision's CIFAR-10/100, MNIST, Fashion-MNIST, and ImageFolder trees.
+"""Dataset sources on disk: torchvision's datasets (MNIST-layout IDX files read as they are) and ImageFolder trees.
 
 Each gives labels per split and decodes only the samples asked for (see data.sources.Source); data.task
 splits, caps, resizes and normalises them.
@@ -11,18 +11,21 @@ import numpy as np
 import torch
 
 from evoprune.config import ConfigError, DataConfig
+from evoprune.data.idx_files import idx_source
 from evoprune.data.sources import DEFAULT_ROOT, DatasetUnavailable, Source
 
 
-def _where_files_go(name: str, root: Path) -> str:
-    from torchvision import datasets
+def _idx_folders(cls: type, root: Path) -> list[Path]:
+    """Where MNIST-layout IDX files are read from: data.root itself (e.g. Debian's
+    /usr/share/datasets/fashion-mnist), then torchvision's layout under it."""
+    return [root, root / cls.__name__ / "raw"]
 
+
+def _where_files_go(name: str, cls: type, root: Path) -> str:
     if name in ("cifar10", "cifar100"):
-        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
         return f"put {cls.filename} (from {cls.url}) or its extracted folder {cls.base_folder}/ into {root}"
-    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
     files = ", ".join(f for f, _ in cls.resources)
-    return f"put {files} (from {cls.mirrors[0]}) into {root / cls.__name__ / 'raw'}"
+    return f"put {files} (from {cls.mirrors[0]}; .gz or unpacked) into {' or '.join(map(str, _idx_folders(cls, root)))}"
 
 
 def torchvision_source(cfg: DataConfig) -> Source:
@@ -31,6 +34,10 @@ def torchvision_source(cfg: DataConfig) -> Source:
     cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100, "mnist": datasets.MNIST,
            "fashion_mnist": datasets.FashionMNIST}[cfg.name]
     root = Path(cfg.root or DEFAULT_ROOT).expanduser().absolute()
+    if cfg.name in ("mnist", "fashion_mnist"):  # the original files as they are, without torchvision's checks
+        source = idx_source(_idx_folders(cls, root), list(cls.classes))
+        if source is not None:
+            return source
     parts = {}
     for split, train in (("train", True), ("test", False)):
         try:
@@ -40,7 +47,7 @@ def torchvision_source(cfg: DataConfig) -> Source:
             detail = " ".join(str(exc).split())[:200]
             raise DatasetUnavailable(
                 f"data.name={cfg.name}: not found in {root} and {why} ({exc.__class__.__name__}: {detail}); "
-                f"{_where_files_go(cfg.name, root)}, or set data.root to where the files are, or run with "
+                f"{_where_files_go(cfg.name, cls, root)}, or set data.root to where the files are, or run with "
                 f"data.download=true on a machine with internet access and copy data.root here") from None
 
     def array(split: str) -> np.ndarray:
