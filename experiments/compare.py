@@ -14,7 +14,7 @@ Writes results/compare.json, results/compare.md and results/fronts.png.
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from evoprune import build_fitness, load_config
-from evoprune.config import apply_overrides, config_from_dict, stream_seed
+from evoprune.config import stream_seed
 from evoprune.fitness.losses import hinton_kd
 from evoprune.genome import Genome
 from evoprune.metrics import accuracy
@@ -83,11 +83,9 @@ def random_genomes(space, budget: int, seed: int) -> list[Genome]:
 def search_run(fitness, mode: str, budget: int, scalar_lambda: float = 0.0) -> tuple[list[Genome], list[Objectives], list[str]]:
     """Run evoprune's search (pareto or scalar GA) for exactly `budget` evaluations on a shared fitness
     (no run directory: the state it returns is all that is needed)."""
-    f = copy.copy(fitness)
-    f.cfg = config_from_dict(apply_overrides(fitness.cfg.to_dict(), [
-        f"search.mode={mode}", f"search.max_evaluations={budget}", f"search.scalar_lambda={scalar_lambda}",
-        f"search.generations={10 ** 6}"]))  # the evaluation budget decides
-    state = Search(f, progress=False, log=lambda line: None).run()
+    settings = dataclasses.replace(fitness.cfg.search, mode=mode, max_evaluations=budget, scalar_lambda=scalar_lambda,
+                                   generations=10 ** 6)  # the evaluation budget decides
+    state = Search(fitness, progress=False, log=lambda line: None, search=settings).run()
     return ([r.genome for r in state.records], [r.objectives for r in state.records],
             [r.origin for r in state.records])
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -231,6 +232,18 @@ def test_search_takes_callbacks_not_a_run_directory(run_a, tmp_path):
     fitness = build_fitness(_cfg(), run_dir=_new_dir(tmp_path, "p", run_a[0]), progress=False)
     with pytest.raises(TypeError, match="RunDirSearch"):
         Search(fitness, tmp_path)
+
+
+def test_searches_with_their_own_settings_share_one_fitness(run_a, tmp_path):
+    run_dir, state_a = run_a
+    fitness = build_fitness(_cfg(), run_dir=_new_dir(tmp_path, "p2", run_dir), progress=False)
+    before = fitness.cfg
+    small = dataclasses.replace(fitness.cfg.search, max_evaluations=10, generations=100)
+    state = Search(fitness, progress=False, log=lambda s: None, search=small).run()
+    assert len(state.records) == 10 and fitness.cfg is before  # the budget is the search's own
+    # the same search settings as the run's give the run's evaluations (the fitness cache is shared)
+    again = Search(fitness, progress=False, log=lambda s: None, search=fitness.cfg.search).run()
+    assert [r.genome.key() for r in again.records] == [r.genome.key() for r in state_a.records]
 
 class _Interrupt:
     """Evaluator wrapper: raises `exc` at the `nth` evaluation of the `call`-th evaluator call."""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from deap import base, tools
 from tqdm import tqdm
 
+from evoprune.config import PopulationConfig, SearchConfig
 from evoprune.config.streams import stream_seed
 from evoprune.genome import Genome
 from evoprune.objectives import PARETO_OBJECTIVES
@@ -38,30 +39,35 @@ class Search:
     run directory's writer)."""
 
     def __init__(self, fitness: "Fitness", callbacks: Sequence[SearchCallback] = (), progress: bool = True,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, *, search: SearchConfig | None = None,
+                 population: PopulationConfig | None = None, seed: int | None = None):
+        """`search`, `population`, `seed`: this search's settings (default: those of `fitness.cfg`), e.g. to
+        run several searches with other budgets or modes on one Fitness (its cache is shared)."""
         if isinstance(callbacks, (str, Path)):
             raise TypeError("Search(fitness, run_dir) is evoprune.run.RunDirSearch(fitness, run_dir); "
                             "Search takes callbacks")
         self.fitness = fitness
-        self.cfg = fitness.cfg
+        self.search_cfg = search or fitness.cfg.search
+        self.population_cfg = population or fitness.cfg.population
+        self.seed = fitness.cfg.seed if seed is None else seed
         self.callbacks = list(callbacks)
         self.progress = progress
         self.log = log or (lambda line: tqdm.write(line))
-        scfg = self.cfg.search
+        scfg = self.search_cfg
         # DEAP weights come from the objectives' declared directions, in one place.
         weights = tuple(s for _, s in PARETO_OBJECTIVES) if scfg.mode == "pareto" else (1.0,)
         self._fitness_cls = type("EvopruneFitness", (base.Fitness,), {"weights": weights})
 
     # -- individuals -------------------------------------------------------------------------
     def _individual(self, record: Record) -> _Individual:
-        s = self.cfg.search
+        s = self.search_cfg
         values = record.objectives.values(s.mode, s.scalar_lambda)
         if record.objectives.status != "ok":  # a diverged fine-tune: worse than any valid individual
             values = (-1.0, 2.0) if s.mode == "pareto" else (-1.0 - s.scalar_lambda * 2.0,)
         return _Individual(record, self._fitness_cls(values))
 
     def _evaluate(self, state: SearchState, items: list[tuple[Genome, str]], generation: int) -> list[Record]:
-        budget = self.cfg.search.max_evaluations
+        budget = self.search_cfg.max_evaluations
         if budget:
             items = items[: max(0, budget - len(state.records))]
         bar = tqdm(total=len(items), desc=f"gen {generation}", unit="eval", leave=False, disable=not self.progress)
@@ -77,7 +83,7 @@ class Search:
     # -- selection ---------------------------------------------------------------------------
     def _pick_parent(self, pop: list[_Individual], rng: random.Random) -> _Individual:
         """Binary tournament: NSGA-II's crowded comparison, or the scalar GA's tournament."""
-        s = self.cfg.search
+        s = self.search_cfg
         if s.mode == "scalar":
             return max(rng.sample(pop, min(s.tournament_size, len(pop))), key=lambda i: i.fitness.wvalues)
         if len(pop) < 2:  # a space with a single legal genome
@@ -93,14 +99,14 @@ class Search:
         return a if rng.random() < 0.5 else b
 
     def _survivors(self, pool: list[_Individual]) -> list[_Individual]:
-        mu = self.cfg.search.population
-        if self.cfg.search.mode == "scalar":  # (mu + lambda) truncation on the scalar fitness
+        mu = self.search_cfg.population
+        if self.search_cfg.mode == "scalar":  # (mu + lambda) truncation on the scalar fitness
             return sorted(pool, key=lambda i: i.fitness.wvalues, reverse=True)[:mu]
         return tools.selNSGA2(pool, min(mu, len(pool)))
 
     def _offspring(self, pop: list[_Individual], seen: set[str], rng: random.Random) -> list[tuple[Genome, str]]:
-        s, space = self.cfg.search, self.fitness.space
-        criteria = self.cfg.population.criteria
+        s, space = self.search_cfg, self.fitness.space
+        criteria = self.population_cfg.criteria
         children: list[tuple[Genome, str]] = []
         for _ in range(50 * s.offspring):  # bounded: a tiny space may run out of new genomes
             if len(children) >= s.offspring:
@@ -154,7 +160,7 @@ class Search:
     def run(self, resume_from: SearchState | None = None) -> SearchState:
         """Run the search, or continue it from `resume_from` (a state a callback was given after a
         generation), until the generation or evaluation budget is spent or the search plateaus."""
-        s = self.cfg.search
+        s = self.search_cfg
         start = time.perf_counter()
         if resume_from is not None:
             state = resume_from
@@ -163,10 +169,10 @@ class Search:
             for callback in self.callbacks:
                 callback.on_start(state, self.fitness)
         else:
-            state, rng = SearchState(), random.Random(stream_seed(self.cfg.seed, "search"))
+            state, rng = SearchState(), random.Random(stream_seed(self.seed, "search"))
             for callback in self.callbacks:
                 callback.on_start(state, self.fitness)
-            init = initial_population(self.fitness.space, self.cfg.population, s.population, rng)
+            init = initial_population(self.fitness.space, self.population_cfg, s.population, rng)
             new = self._evaluate(state, init, 0)
             pop = self._survivors([self._individual(r) for r in new])
             state.generation = 0
@@ -190,7 +196,7 @@ class Search:
     def _progress(self, state: SearchState, generation: int) -> float:
         """What a plateau is judged on: the hypervolume (pareto) or the best scalar fitness (scalar) of
         everything evaluated up to `generation`."""
-        s = self.cfg.search
+        s = self.search_cfg
         if s.mode == "pareto":
             return next(row["hypervolume"] for row in state.history if row["generation"] == generation)
         return max((r.objectives.values("scalar", s.scalar_lambda)[0] for r in state.records
@@ -198,7 +204,7 @@ class Search:
 
     def _plateaued(self, state: SearchState) -> bool:
         """The last `search.patience` generations together gained less than `search.min_gain`."""
-        s = self.cfg.search
+        s = self.search_cfg
         if not s.patience or state.generation < s.patience:
             return False
         gain = self._progress(state, state.generation) - self._progress(state, state.generation - s.patience)
@@ -210,5 +216,5 @@ class Search:
         return True
 
     def _budget_spent(self, state: SearchState) -> bool:
-        budget = self.cfg.search.max_evaluations
+        budget = self.search_cfg.max_evaluations
         return bool(budget) and len(state.records) >= budget
