@@ -16,8 +16,11 @@ if "torch" not in sys.modules:
     choose_wait_policy(os.environ)
 
 # The public names, imported on first use: `python -m evoprune --help` and `config` need no torch.
-_EXPORTS = {"Config": "config", "ConfigError": "config", "load_config": "config", "Fitness": "fitness",
-            "build_fitness": "fitness", "Genome": "genome", "Objectives": "objectives", "Run": "run",
-            "load_run": "run", "SearchSpace": "pruning"}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "config": ("Config", "ConfigError", "load_config"),
+    "fitness": ("Fitness", "build_fitness"),
+    "genome": ("Genome",),
+    "objectives": ("Objectives",),
+    "run": ("Run", "load_run"),
+    "pruning": ("SearchSpace",),
+})

@@ -37,10 +37,10 @@ def imports(path: Path) -> list[tuple[str, list[str], int]]:
 
 
 def lazy_exports(path: Path) -> dict[str, str]:
-    """A package's lazily exported names and the submodule each comes from (its `_EXPORTS` map)."""
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_EXPORTS" for t in node.targets):
-            return ast.literal_eval(node.value)
+    """A package's lazily exported names and the submodule each comes from (its `lazy_exports` call)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "lazy_exports":
+            return {name: module for module, names in ast.literal_eval(node.args[1]).items() for name in names}
     return {}
 
 
@@ -49,7 +49,7 @@ LAZY = {mod: lazy_exports(path) for mod, path in MODULES.items() if path.name ==
 
 def target_module(module: str, name: str) -> str:
     """The module `from module import name` really takes `name` from: a submodule when `module.name` is one,
-    the submodule a package's lazy `_EXPORTS` names, else `module`."""
+    the submodule a package's `lazy_exports` call names, else `module`."""
     if f"{module}.{name}" in MODULES:
         return f"{module}.{name}"
     if name in LAZY.get(module, {}):

@@ -1,17 +1,8 @@
 """The parent network: architectures by name, training (transfer learning), loading, caching."""
 from evoprune.lazy import lazy_exports
 
-_EXPORTS = {
-    "build_model": "models",
-    "classifier_of": "models",
-    "replace_classifier": "models",
-    "WeightsUnavailable": "models",
-    "build_parent": "train",
-    "get_parent": "train",
-    "train_parent": "train",
-    "train_parent_into": "train",
-    "PARENT_WEIGHTS": "files",
-    "PARENT_META": "files",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "models": ("build_model", "classifier_of", "replace_classifier", "WeightsUnavailable"),
+    "train": ("build_parent", "get_parent", "train_parent", "train_parent_into"),
+    "files": ("PARENT_WEIGHTS", "PARENT_META"),
+})

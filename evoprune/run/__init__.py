@@ -1,17 +1,10 @@
 """The run directory: its file names (files.py), the search that writes it, the writer, the reader (Run), the report."""
 from evoprune.lazy import lazy_exports
 
-_EXPORTS = {
-    "Run": "reader",
-    "load_run": "reader",
-    "RunDirSearch": "search",
-    "RunWriter": "writer",
-    "CheckpointError": "writer",
-    "front_entries": "writer",
-    "distill_dir": "files",
-    "WEIGHTS": "files",
-    "front_table": "report",
-    "write_plots": "report",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "reader": ("Run", "load_run"),
+    "search": ("RunDirSearch",),
+    "writer": ("RunWriter", "CheckpointError", "front_entries"),
+    "files": ("distill_dir", "WEIGHTS"),
+    "report": ("front_table", "write_plots"),
+})
