@@ -77,7 +77,7 @@ def _child(phase: str, policy: str) -> float:
         cfg = load_config(overrides=over)
         data = load_task(cfg)
         torch.manual_seed(0)
-        model = build_parent(cfg, data.input_shape, data.n_classes)
+        model = build_parent(cfg.parent, data.input_shape, data.n_classes)
         train_parent(model, data, 1, 0.05, 64, 0, progress=False)  # warm-up: oneDNN builds its kernels
         epochs = 2 if phase == "parent" else 1
         start = time.perf_counter()

@@ -150,7 +150,7 @@ def test_parent_weights_problems_are_found_before_any_work(tmp_path):
 
     cfg = config_from_dict(apply_overrides(Config().to_dict(), ["parent.width=8"]))
     data = load_data(cfg.data, 0)
-    good = build_parent(cfg, data.input_shape, data.n_classes).state_dict()
+    good = build_parent(cfg.parent, data.input_shape, data.n_classes).state_dict()
     torch.save(good, tmp_path / "good.pt")
     torch.save([1, 2, 3], tmp_path / "list.pt")
     torch.save({"bogus.weight": torch.zeros(3)}, tmp_path / "partial.pt")

@@ -95,7 +95,7 @@ def test_pretrained_offline_says_where_to_put_the_weights(offline, tmp_path):
 
 def test_building_a_parent_to_load_weights_into_never_downloads(offline):
     cfg = load_config(overrides=["parent.arch=resnet18", "parent.pretrained=imagenet"])
-    model = build_parent(cfg, (3, 32, 32), 10)  # e.g. load_run(...).parent(): its weights come from parent.pt
+    model = build_parent(cfg.parent, (3, 32, 32), 10)  # e.g. load_run(...).parent(): its weights come from parent.pt
     assert classifier_of(model).out_features == 10 and offline == []
 
 

@@ -177,7 +177,7 @@ def check_parent_weights(cfg: Any) -> Any:
     if not isinstance(state, dict):
         raise ConfigError("parent.weights", f"{p} holds a {type(state).__name__}, not a state_dict")
     data = load_data(cfg.data, cfg.seed, channels=parent_channels(cfg))
-    model = build_parent(cfg, data.input_shape, data.n_classes)
+    model = build_parent(cfg.parent, data.input_shape, data.n_classes)
     try:
         load_state_dict_checked(model, state, p)
     except ValueError as exc:  # its own one-line account of missing / unexpected keys
@@ -317,7 +317,7 @@ def check_feature_layers(cfg: Any, search: bool) -> None:
         layers = (cfg.distill.feature_layers or cfg.fitness.feature_layers) if cfg.distill.kd in FEATURE_KD_LOSSES else []
     if not layers:
         return
-    names = {n for n, _ in build_parent(cfg, (parent_channels(cfg) or 3, 32, 32), 10).named_modules()}
+    names = {n for n, _ in build_parent(cfg.parent, (parent_channels(cfg) or 3, 32, 32), 10).named_modules()}
     bad = [n for n in layers if n not in names]
     if bad:
         raise ConfigError(key, f"{short(bad[0])} is not a module of the parent (e.g. {', '.join(sorted(names)[1:5])})")

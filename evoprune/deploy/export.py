@@ -60,7 +60,7 @@ def load_exported(directory: str | Path) -> nn.Module:
     cfg = config_from_dict(meta["config"])
     genome = Genome.from_json(json.loads((d / GENOME).read_text()))
     shape = tuple(meta["input_shape"])
-    model = materialise(build_parent(cfg, shape, meta["n_classes"]).eval(), genome, torch.zeros((1, *shape)))
+    model = materialise(build_parent(cfg.parent, shape, meta["n_classes"]).eval(), genome, torch.zeros((1, *shape)))
     state = torch.load(d / SUBNET, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     if meta.get("preprocessing"):

@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from evoprune.atomic import atomic_write, write_json
-from evoprune.config import Config, ConfigError
+from evoprune.config import Config, ConfigError, ParentConfig
 from evoprune.config.archs import input_channels
 from evoprune.config.streams import stream_seed
 from evoprune.data.task import TaskData, augment_batch, split_seed
@@ -28,11 +28,13 @@ from evoprune.parent.models import build_model, classifier_of
 PRETRAINED_FROZEN_EPOCHS = 3  # parent.frozen_epochs: null with ImageNet weights
 
 
-def build_parent(cfg: Config, data_shape: tuple[int, ...], n_classes: int, pretrained: bool = False) -> nn.Module:
-    """The configured architecture for this task; ImageNet weights only if `pretrained` (and configured):
-    whoever loads a state_dict over it next (a cache, parent.weights, a run) needs no download."""
-    use_imagenet = pretrained and cfg.parent.pretrained == "imagenet"
-    return build_model(cfg.parent.arch, n_classes, data_shape[0], cfg.parent.width, pretrained=use_imagenet)
+def build_parent(parent_cfg: ParentConfig, data_shape: tuple[int, ...], n_classes: int,
+                 pretrained: bool = False) -> nn.Module:
+    """The configured architecture (the `parent` config section) for this task; ImageNet weights only if
+    `pretrained` (and configured): whoever loads a state_dict over it next (a cache, parent.weights, a run)
+    needs no download."""
+    use_imagenet = pretrained and parent_cfg.pretrained == "imagenet"
+    return build_model(parent_cfg.arch, n_classes, data_shape[0], parent_cfg.width, pretrained=use_imagenet)
 
 
 def parent_channels(cfg: Config) -> int | None:
@@ -243,7 +245,7 @@ def get_parent(cfg: Config, data: TaskData, run_dir: str | Path | None,
     """The trained parent (eval mode) and its metadata, trained once and cached in `run_dir`
     (`reuse=False`: retrained even if the cache fits)."""
     torch.manual_seed(stream_seed(cfg.seed, "torch.global"))  # the fresh head's initialisation
-    model = build_parent(cfg, data.input_shape, data.n_classes)
+    model = build_parent(cfg.parent, data.input_shape, data.n_classes)
     check_input_size(model, data, cfg.parent.arch)
     meta = {"source": "", **_fingerprint(cfg)}
     cache = Path(run_dir) if run_dir is not None else None
@@ -258,7 +260,7 @@ def get_parent(cfg: Config, data: TaskData, run_dir: str | Path | None,
     else:
         if cfg.parent.pretrained != "none":
             torch.manual_seed(stream_seed(cfg.seed, "torch.global"))
-            model = build_parent(cfg, data.input_shape, data.n_classes, pretrained=True)
+            model = build_parent(cfg.parent, data.input_shape, data.n_classes, pretrained=True)
         model, meta["epochs_trained"] = train_parent(
             model, data, cfg.parent.epochs, cfg.parent.lr, cfg.parent.batch_size, stream_seed(cfg.seed, "parent.batches"), progress,
             frozen_epochs=frozen_epochs(cfg), device=_train_device(cfg), patience=cfg.parent.patience)

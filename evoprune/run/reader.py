@@ -35,7 +35,7 @@ class Run:
 
     def parent(self) -> nn.Module:
         """The run's parent network (eval mode), as the search saw it."""
-        model = build_parent(self.config, tuple(self.task["input_shape"]), self.task["n_classes"])
+        model = build_parent(self.config.parent, tuple(self.task["input_shape"]), self.task["n_classes"])
         load_state_dict_file(model, self.parent_weights)
         return model.eval()
 

@@ -59,7 +59,7 @@ def parent_payload(parent: nn.Module, input_shape: tuple[int, ...], n_classes: i
         cfg = Config(parent=dataclasses.replace(parent_config, pretrained="none"))
         try:
             with torch.device("meta"):  # shapes only: no memory, no draw from the global RNG
-                ref = build_parent(cfg, shape, n_classes).state_dict()
+                ref = build_parent(cfg.parent, shape, n_classes).state_dict()
             if list(ref) == list(state) and all(ref[k].shape == state[k].shape for k in ref):
                 return {"state_dict": state, "input_shape": shape, "n_classes": n_classes, "config": cfg}
         except Exception:  # noqa: BLE001 - anything the config cannot build is shipped whole
@@ -74,7 +74,7 @@ def parent_from_payload(payload: dict[str, Any]) -> nn.Module:
     from evoprune.parent.train import build_parent
 
     with torch.random.fork_rng(devices=[]):
-        model = build_parent(payload["config"], payload["input_shape"], payload["n_classes"])
+        model = build_parent(payload["config"].parent, payload["input_shape"], payload["n_classes"])
     model.load_state_dict(payload["state_dict"], strict=True)
     return model.eval()
 
