@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +48,11 @@ class Run:
         """The search's Fitness rebuilt from the run's files (its data, parent and space.json; nothing is
         trained or traced), evaluating sequentially: the same staged batches, so the same fine-tunes."""
         if self._fitness is None:
-            from evoprune.config import apply_overrides, config_from_dict
             from evoprune.data.task import load_task
             from evoprune.fitness.facade import Fitness
             from evoprune.pruning.space import SearchSpace
 
-            cfg = config_from_dict(apply_overrides(self.config.to_dict(), ["evaluator.kind=sequential",
-                                                                         "evaluator.backend=local"]))
+            cfg = replace(self.config, evaluator=replace(self.config.evaluator, kind="sequential", backend="local"))
             space = SearchSpace.from_json(json.loads((self.dir / SPACE).read_text()))
             self._fitness = Fitness(cfg, load_task(cfg), self.parent(), space, {"source": "run"})
         return self._fitness
