@@ -1,264 +1,197 @@
-"""Search quality against the baselines at an equal number of fitness evaluations.
+"""Search quality against the baselines a user would pick instead, at exactly equal fitness evaluations.
 
-Methods (same Fitness, same budget of evaluations per run):
-  uniform  torch-pruning with one keep ratio for every group (L2 ranking), a sweep of ratios
-  random   random genomes over the same space (per-group keep share and channels at random)
-  ga_l*    the classic single-objective GA (accuracy - lambda * size, tournament, layer-swap crossover)
-  evoprune NSGA-II
+Methods (one Fitness per seed, shared, so a genome two methods both propose is scored once and
+counted for each):
+  uniform   torch-pruning's one-ratio-for-every-group sweep, with the criterion a pilot finds best
+  global    torch-pruning's MetaPruner(global_pruning=True) at a sweep of ratios, same kind of pilot
+  random    random genomes whose MACs cover the range evenly
+  scalar_ga the classic single-objective GA (accuracy - lambda * MACs ratio, tournament, layer-swap)
+  evoprune  NSGA-II on (accuracy, MACs ratio)
 
-    python experiments/compare.py                      # both tasks, seeds 0 1 2
-    python experiments/compare.py --tasks digits --seeds 0 --budget 40   # a quick look
+For each MACs target, each method's best validation member at or under it gets the same final KD
+fine-tune (evoprune's `distill_model`, same epochs, data and seed) and is scored on the test split.
+Every unit of work (seed x method search; seed x genome final fine-tune) is written to UNITS as it
+ends, so an interrupted benchmark continues where it stopped; --report rewrites the tables only.
 
-Writes results/compare.json, results/compare.md and results/fronts.png.
+    python experiments/compare.py                                  # Fashion-MNIST, seeds 0 1 2 (hours on 2 cores)
+    python experiments/compare.py --task digits --seeds 0 --budget 32 --final-epochs 1   # a quick look
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
-import os
-import platform
-import random
 import sys
 import time
 from pathlib import Path
 
 import torch
+from baselines import GlobalRanking, piloted_sweep, size_even_random
+from compare_report import write_report
+from provenance import provenance
 
 from evoprune import build_fitness, load_config
-from evoprune.config import stream_seed
-from evoprune.fitness.losses import hinton_kd
+from evoprune.atomic import write_json
+from evoprune.config import DistillConfig, stream_seed
+from evoprune.data.task import load_task
+from evoprune.deploy.distill import distill_model
+from evoprune.evolve import Search, hypervolume
 from evoprune.genome import Genome
 from evoprune.metrics import accuracy
 from evoprune.objectives import Objectives
-from evoprune.evolve import Search, front_indices, hypervolume
+from evoprune.parent.train import get_parent
 
 ROOT = Path(__file__).resolve().parents[1]
-# Every method gets the same budget; the searches use populations of 16 so that the budget buys
-# several generations.
-COMMON = ["search.population=16", "search.offspring=16"]
+FMNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 TASKS = {
-    # the embedded default: digits 8x8 with its small residual CNN
-    "digits": [],
-    # a CIFAR-style ResNet-20 parent on the digits resized to 32x32
-    # (its short fine-tune is 10 steps, so BN statistics are recalibrated before scoring: without it,
-    # pruned ResNet-20s score near chance on validation and the search has no signal)
-    "resnet20_digits32": ["parent.arch=resnet20", "data.image_size=32", "parent.epochs=15", "fitness.steps=10",
-                          "fitness.batch_size=32", "fitness.adaptive_bn=8"],
+    # CIFAR-style ResNet-20 on Fashion-MNIST's original files; the parent is trained once (seed 0's
+    # split) and every seed searches the same parent. Sizes are MACs.
+    "fmnist": ["data.name=fashion_mnist", f"data.root={FMNIST_ROOT}", "data.download=false", "data.split_seed=0",
+               "parent.arch=resnet20", "parent.epochs=15", "parent.patience=0", "parent.lr=0.1",
+               "parent.batch_size=128", "fitness.finetune_samples=2048", "fitness.val_samples=2000"],
+    # the embedded default (digits 8x8, small CNN): a smoke test of the benchmark itself
+    "digits": ["data.split_seed=0"],
 }
-GA_LAMBDAS = (0.1, 0.5)
-EXTRA: list[str] = []  # --set overrides for every task
+COMMON = ["search.size_metric=macs", "search.population=16", "search.offspring=16", "search.patience=0"]
+METHODS = ("uniform", "global", "random", "scalar_ga", "evoprune")
+TARGETS = (0.10, 0.25, 0.50)
+SWEEP_CRITERIA = ("l1", "l2", "bn_scale", "taylor", "lamp", "fpgm")
 
 
-def uniform_genomes(space, budget: int) -> list[Genome]:
-    """A sweep of one keep ratio for all groups, from the floors to the full network, deduplicated."""
-    out, seen = [], set()
-    for i in range(4 * budget):
-        keep = 0.02 + 0.98 * (i % budget + 0.5 * (i // budget)) / budget
-        g = space.uniform(min(keep, 1.0), criterion="l2")
-        if g.key() not in seen:
-            seen.add(g.key())
-            out.append(g)
-        if len(out) == budget:
-            break
-    return out
+def pick(objs: list[Objectives], target: float) -> int | None:
+    """Index of the best validation accuracy among members at or under `target` of the MACs (ties: the
+    smaller), or None when the method has none there."""
+    under = [i for i, o in enumerate(objs) if o.macs_ratio <= target + 1e-12 and o.status == "ok"]
+    return max(under, key=lambda i: (objs[i].accuracy, -objs[i].macs_ratio)) if under else None
 
 
-def random_genomes(space, budget: int, seed: int) -> list[Genome]:
-    rng = random.Random(stream_seed(seed, "baseline.random"))
-    out, seen = [], set()
-    while len(out) < budget:
-        kept = {}
-        for g in space.groups:
-            k = g.nearest_legal(rng.randint(g.floor, g.n_channels))
-            kept[g.name] = rng.sample(range(g.n_channels), k)
-        genome = space.repair(kept)
-        if genome.key() not in seen:
-            seen.add(genome.key())
-            out.append(genome)
-    return out
+def run_method(fitness, method: str, budget: int, seed: int, scalar_lambda: float) -> tuple[list[Genome], dict]:
+    """The genomes `method` evaluates with `budget` evaluations, and what it recorded on the way."""
+    space = fitness.space
+    criteria = [c for c in SWEEP_CRITERIA if c in space.criteria]
+    if method == "uniform":
+        return piloted_sweep(fitness, budget, criteria, lambda c: lambda keep: space.uniform(keep, c), TARGETS,
+                             "uniform sweep")
+    if method == "global":
+        # Taylor's gradients on the batch the space's own rankings were computed on (build_fitness)
+        gen = torch.Generator().manual_seed(stream_seed(fitness.cfg.seed, "space.calibration"))
+        rows = torch.randperm(len(fitness.data.train_y), generator=gen)[:256]
+        calib = (fitness.data.train_x[rows], fitness.data.train_y[rows])
 
-
-def search_run(fitness, mode: str, budget: int, scalar_lambda: float = 0.0) -> tuple[list[Genome], list[Objectives], list[str]]:
-    """Run evoprune's search (pareto or scalar GA) for exactly `budget` evaluations on a shared fitness
-    (no run directory: the state it returns is all that is needed)."""
-    settings = dataclasses.replace(fitness.cfg.search, mode=mode, max_evaluations=budget, scalar_lambda=scalar_lambda,
-                                   generations=10 ** 6)  # the evaluation budget decides
+        def maker(criterion: str):
+            ranking = GlobalRanking(fitness.parent, fitness.example_input, space, criterion, calib)
+            return lambda keep: ranking.genome(1.0 - keep)
+        return piloted_sweep(fitness, budget, criteria, maker, TARGETS, "global pruning sweep")
+    if method == "random":
+        return size_even_random(fitness, budget, seed), {}
+    mode = "scalar" if method == "scalar_ga" else "pareto"
+    # every generation adds at most `offspring` evaluations and a stalled one none: `budget` generations bound it
+    settings = dataclasses.replace(fitness.cfg.search, mode=mode, max_evaluations=budget, generations=budget,
+                                   scalar_lambda=scalar_lambda)
     state = Search(fitness, progress=False, log=lambda line: None, search=settings).run()
-    return ([r.genome for r in state.records], [r.objectives for r in state.records],
-            [r.origin for r in state.records])
+    info = {"generations": state.generation, **({"scalar_lambda": scalar_lambda} if mode == "scalar" else {})}
+    return [r.genome for r in state.records], info
 
 
-def final_finetune(fitness, genome: Genome, epochs: int, seed: int) -> float:
-    """The same final KD fine-tune for every compared subnet; returns TEST accuracy."""
-    from evoprune.pruning.materialise import materialise
-
-    cfg = fitness.cfg.fitness
-    data = fitness.data
-    model = materialise(fitness.parent, genome, fitness.example_input).to(fitness.device)
-    teacher = fitness.parent
-    gen = torch.Generator().manual_seed(seed)
-    batch = 64
-    steps = epochs * ((len(data.train_y) + batch - 1) // batch)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(data.train_y), generator=gen)
-        for i in range(0, len(order), batch):
-            idx = order[i:i + batch]
-            x, y = data.train_x[idx].to(fitness.device), data.train_y[idx].to(fitness.device)
-            with torch.no_grad():
-                t = teacher(x)
-            loss = hinton_kd(model(x), t, y, cfg.temperature, cfg.alpha)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    model.eval()
-    return accuracy(model, data.test_x.to(fitness.device), data.test_y.to(fitness.device))
-
-
-def nearest(genomes: list[Genome], objs: list[Objectives], target: float) -> int:
-    """Index of the best-accuracy subnet among those within the target size (nearest below it)."""
-    under = [i for i, o in enumerate(objs) if o.size_ratio <= target and o.status == "ok"]
-    pool = under or range(len(objs))
-    return max(pool, key=lambda i: (objs[i].accuracy, -abs(objs[i].size_ratio - target)))
-
-
-def run_task(task: str, seed: int, budget: int, final_epochs: int) -> tuple[list[dict], dict]:
-    cfg = load_config(overrides=COMMON + TASKS[task] + [f"seed={seed}"] + EXTRA)
+def search_unit(fitness, method: str, budget: int, seed: int, scalar_lambda: float) -> dict:
     t0 = time.perf_counter()
-    fitness = build_fitness(cfg, run_dir=None, progress=False)
-    print(f"[{task} seed {seed}] parent val acc {fitness.parent_accuracy:.4f} "
-          f"({time.perf_counter() - t0:.0f}s), {len(fitness.space.groups)} groups, budget {budget}", flush=True)
-    runs: dict[str, tuple[list[Genome], list[Objectives], list[str]]] = {}
-    g = uniform_genomes(fitness.space, budget)
-    runs["uniform"] = (g, fitness(g), ["l2"] * len(g))
-    g = random_genomes(fitness.space, budget, seed)
-    runs["random"] = (g, fitness(g), ["random"] * len(g))
-    for lam in GA_LAMBDAS:
-        runs[f"ga_l{lam}"] = search_run(fitness, "scalar", budget, lam)
-    runs["evoprune"] = search_run(fitness, "pareto", budget)
-    rows = []
-    for method, (genomes, objs, _) in runs.items():
-        hv = hypervolume(objs)
-        rows.append({"method": method, "seed": seed, "task": task, "hypervolume": hv, "evaluations": len(objs),
-                     "front": [[objs[i].size_ratio, objs[i].accuracy] for i in front_indices(objs)]})
-        print(f"[{task} seed {seed}] {method:10s} HV {hv:.4f} ({len(objs)} evaluations)", flush=True)
-    finals = {}
-    for method in ("uniform", "evoprune"):
-        genomes, objs, _ = runs[method]
-        for target in (0.25, 0.5):
-            i = nearest(genomes, objs, target)
-            test_acc = final_finetune(fitness, genomes[i], final_epochs, seed)
-            finals[f"{method}@{target}"] = {"size_ratio": objs[i].size_ratio, "val_accuracy": objs[i].accuracy,
-                                            "test_accuracy_after_final_kd": test_acc}
-            print(f"[{task} seed {seed}] {method}@{target}: size {objs[i].size_ratio:.3f} "
-                  f"val {objs[i].accuracy:.4f} -> test {test_acc:.4f} after final KD", flush=True)
-    genomes, objs, origins = runs["evoprune"]
-    lineage: dict[str, int] = {}
-    for i in front_indices(objs):
-        for crit in origins[i].split("+"):
-            lineage[crit] = lineage.get(crit, 0) + 1
-    parent_test = accuracy(fitness.parent, fitness.data.test_x.to(fitness.device), fitness.data.test_y.to(fitness.device))
-    extra = {"task": task, "seed": seed, "parent_val_accuracy": fitness.parent_accuracy,
-             "parent_test_accuracy": parent_test, "final": finals, "evoprune_front_lineage": lineage}
-    return rows, extra
+    genomes, info = run_method(fitness, method, budget, seed, scalar_lambda)
+    objs = fitness(genomes)
+    if len(objs) != budget or len({g.key() for g in genomes}) != budget:
+        raise AssertionError(f"{method} evaluated {len({g.key() for g in genomes})} distinct genomes, not {budget}")
+    picks = {}
+    for target in TARGETS:
+        i = pick(objs, target)
+        picks[str(target)] = None if i is None else {"genome": genomes[i].to_json(), "key": genomes[i].key(),
+                                                     "objectives": objs[i].to_json()}
+    return {"method": method, "seed": seed, "evaluations": len(objs), **info,
+            "hypervolume_val": hypervolume(objs), "objectives": [o.to_json() for o in objs], "picks": picks,
+            "seconds": time.perf_counter() - t0, "provenance": provenance(calibrate=False)}
 
 
-def write_outputs(rows: list[dict], extras: list[dict], out: Path, command: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    meta = {"command": command, "date": dt.datetime.now().isoformat(timespec="seconds"),
-            "machine": {"cpu_cores": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__}}
-    (out / "compare.json").write_text(json.dumps({**meta, "results": rows, "details": extras}, indent=1) + "\n")
-    tasks = sorted({r["task"] for r in rows})
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    lines = ["# Search quality at an equal number of fitness evaluations", "",
-             f"Command: `{command}`  ", f"Date: {meta['date']}  ", f"Machine: {json.dumps(meta['machine'])}", "",
-             "Hypervolume of (validation accuracy, params ratio), reference (0, 1); higher is better.", ""]
-    for task in tasks:
-        seeds = sorted({r["seed"] for r in rows if r["task"] == task})
-        lines += [f"## {task}", "", "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
-                  "|---|" + "---|" * (len(seeds) + 1)]
-        for m in methods:
-            hv = [next(r["hypervolume"] for r in rows if r["task"] == task and r["method"] == m and r["seed"] == s)
-                  for s in seeds]
-            lines.append(f"| {m} | " + " | ".join(f"{v:.4f}" for v in hv) + f" | {np.mean(hv):.4f} |")
-        wins = [all(next(r["hypervolume"] for r in rows if r["task"] == task and r["method"] == "evoprune" and r["seed"] == s)
-                    > next(r["hypervolume"] for r in rows if r["task"] == task and r["method"] == b and r["seed"] == s)
-                    for b in ("uniform", "random")) for s in seeds]
-        lines += ["", f"evoprune above uniform and random in {sum(wins)} of {len(seeds)} seeds.", "",
-                  "Test accuracy after the same final KD fine-tune (subnet nearest below the size):", "",
-                  "| seed | parent test | uniform@25% | evoprune@25% | uniform@50% | evoprune@50% |", "|---|---|---|---|---|---|"]
-        for e in (e for e in extras if e["task"] == task):
-            f = e["final"]
-            cell = lambda k: f"{f[k]['test_accuracy_after_final_kd']:.4f} ({f[k]['size_ratio']:.2f})"  # noqa: E731
-            lines.append(f"| {e['seed']} | {e['parent_test_accuracy']:.4f} | {cell('uniform@0.25')} | "
-                         f"{cell('evoprune@0.25')} | {cell('uniform@0.5')} | {cell('evoprune@0.5')} |")
-        lineage: dict[str, int] = {}
-        for e in (e for e in extras if e["task"] == task):
-            for k, v in e["evoprune_front_lineage"].items():
-                lineage[k] = lineage.get(k, 0) + v
-        lines += ["", "Criteria the evoprune fronts' members descend from (count over seeds): " +
-                  ", ".join(f"{k} {v}" for k, v in sorted(lineage.items(), key=lambda kv: -kv[1])), ""]
-    (out / "compare.md").write_text("\n".join(lines) + "\n")
-
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.4), squeeze=False)
-    colors = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    for ax, task in zip(axes[0], tasks):
-        for r in (r for r in rows if r["task"] == task):
-            pts = np.array(r["front"]).reshape(-1, 2)
-            ax.plot(pts[:, 0], pts[:, 1], drawstyle="steps-post", color=colors[r["method"]], alpha=0.8,
-                    label=r["method"] if r["seed"] == min(x["seed"] for x in rows) else None)
-        ax.set_title(task)
-        ax.set_xlabel("params ratio")
-        ax.set_ylabel("validation accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "fronts.png", dpi=120)
+def final_unit(fitness, data, genome: Genome, seed: int, epochs: int, samples: int) -> dict:
+    """The final KD fine-tune every pick gets: evoprune's distillation from the pruned parent's weights,
+    on a fixed, seeded `samples` of the train split, no augmentation; test accuracy on the whole test split."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(len(data.train_y), generator=gen)[:samples]
+    subset = dataclasses.replace(data, train_x=data.train_x[rows], train_y=data.train_y[rows],
+                                 val_x=data.val_x[:2000], val_y=data.val_y[:2000])
+    cfg = dataclasses.replace(DistillConfig(), epochs=epochs)
+    t0 = time.perf_counter()
+    student, _, summary = distill_model(fitness.subnet(genome), fitness.parent, subset, cfg, seed, fitness.device,
+                                        fitness.cfg.fitness, aug="none")
+    correct = int(round(accuracy(student, data.test_x, data.test_y) * len(data.test_y)))
+    return {"key": genome.key(), "seed": seed, "test_correct": correct, "n_test": len(data.test_y),
+            "test_accuracy": correct / len(data.test_y), "epochs": epochs, "samples": len(rows),
+            "lr": cfg.lr, "batch_size": cfg.batch_size, "kd": cfg.kd, "seconds": time.perf_counter() - t0,
+            "history": summary["history"], "provenance": provenance(calibrate=False)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", default="digits,resnet20_digits32")
+    ap.add_argument("--task", default="fmnist", choices=sorted(TASKS))
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--budget", default="digits=112,resnet20_digits32=80",
-                    help="evaluations per run, per task (task=N,...) or one number")
-    ap.add_argument("--final-epochs", type=int, default=10)
-    ap.add_argument("--set", action="append", default=[], help="config override for every task")
-    ap.add_argument("--out", default=str(ROOT / "results"))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--budget", type=int, default=48, help="fitness evaluations per method and seed")
+    ap.add_argument("--scalar-lambda", type=float, default=0.3, help="the scalar GA's size penalty")
+    ap.add_argument("--final-epochs", type=int, default=2)
+    ap.add_argument("--final-samples", type=int, default=6000, help="train images of the final KD fine-tune")
+    ap.add_argument("--set", action="append", default=[], help="config override (for reduced runs)")
+    ap.add_argument("--out", default=None, help="results directory (default: results/compare-TASK)")
+    ap.add_argument("--parent-dir", default=None, help="where the parent is trained once (default: OUT/parent)")
+    ap.add_argument("--report", action="store_true", help="only rewrite the report from the units written")
+    ap.add_argument("--no-calibration", action="store_true", help="skip timing the machine (tests)")
     args = ap.parse_args()
-    budgets = {k: int(v) for k, v in (p.split("=") for p in args.budget.split(","))} if "=" in args.budget \
-        else {t: int(args.budget) for t in TASKS}
-    EXTRA.extend(args.set)
-    rows, extras = [], []
-    for task in args.tasks.split(","):
-        for seed in (int(s) for s in args.seeds.split(",")):
-            r, e = run_task(task, seed, budgets[task], args.final_epochs)
-            rows += r
-            extras.append(e)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    # Tasks run separately (they take long) land in one set of outputs: keep the other tasks' results.
-    previous = out / "compare.json"
-    command = "python " + " ".join(sys.argv)
-    if previous.is_file():
-        old = json.loads(previous.read_text())
-        done = {r["task"] for r in rows}
-        rows = [r for r in old["results"] if r["task"] not in done] + rows
-        extras = [e for e in old["details"] if e["task"] not in done] + extras
-        if old.get("command") and not done.issuperset({r["task"] for r in old["results"]}):
-            command = f"{old['command']}; {command}"
-    write_outputs(rows, extras, out, command)
-    print(f"wrote {out}/compare.json, compare.md, fronts.png")
+    out = Path(args.out or ROOT / "results" / f"compare-{args.task}")
+    units = out / "units"
+    units.mkdir(parents=True, exist_ok=True)
+    overrides = TASKS[args.task] + COMMON + args.set
+    parent_dir = Path(args.parent_dir) if args.parent_dir else out / "parent"
+    setup = {"task": args.task, "overrides": overrides, "parent_dir": str(parent_dir), "budget": args.budget, "targets": list(TARGETS),
+             "final": {"epochs": args.final_epochs, "samples": args.final_samples}, "scalar_lambda": args.scalar_lambda}
+    setup_file = units / "setup.json"
+    if setup_file.is_file() and json.loads(setup_file.read_text()) != setup:
+        sys.exit(f"{units} holds units made with other settings ({setup_file}); choose another --out")
+    if not setup_file.is_file():
+        write_json(setup_file, setup)
+    if not args.report:
+        run_all(args, overrides, units, parent_dir)
+    write_report(out, units, provenance(calibrate=not args.no_calibration))
+    print(f"wrote {out}/compare.json, compare.md, fronts.png", flush=True)
+
+
+def run_all(args: argparse.Namespace, overrides: list[str], units: Path, parent_dir: Path) -> None:
+    cfg0 = load_config(overrides=overrides + ["seed=0"])
+    data = load_task(cfg0)
+    parent, meta = get_parent(cfg0, data, parent_dir, progress=True)  # trained once, then reused
+    info = units / "parent.json"
+    if not info.is_file():
+        write_json(info, {**meta, "test_accuracy": accuracy(parent, data.test_x, data.test_y),
+                          "n_test": len(data.test_y), "data": data.describe()})
+    print(f"parent: {json.loads(info.read_text())['test_accuracy']:.4f} test accuracy", flush=True)
+    for seed in (int(s) for s in args.seeds.split(",")):
+        cfg = load_config(overrides=overrides + [f"seed={seed}", f"parent.weights={parent_dir / 'parent.pt'}"])
+        fitness = None
+        for method in args.methods.split(","):
+            path = units / f"search-seed{seed}-{method}.json"
+            if not path.is_file():
+                fitness = fitness or build_fitness(cfg, data=data, progress=False)
+                unit = search_unit(fitness, method, args.budget, seed, args.scalar_lambda)
+                write_json(path, unit)
+            unit = json.loads(path.read_text())
+            print(f"[seed {seed}] {method:9s} {unit['evaluations']} evaluations, HV(val) {unit['hypervolume_val']:.4f}"
+                  f" ({unit['seconds']:.0f}s)", flush=True)
+            for target, p in unit["picks"].items():
+                if p is None:
+                    continue
+                final = units / f"final-seed{seed}-{p['key']}.json"
+                if not final.is_file():
+                    fitness = fitness or build_fitness(cfg, data=data, progress=False)
+                    write_json(final, final_unit(fitness, data, Genome(p["genome"]), seed, args.final_epochs,
+                                                 args.final_samples))
+                f = json.loads(final.read_text())
+                print(f"[seed {seed}] {method:9s} @{float(target):.0%}: MACs {p['objectives']['macs_ratio']:.3f} "
+                      f"val {p['objectives']['accuracy']:.4f} -> test {f['test_accuracy']:.4f}", flush=True)
 
 
 if __name__ == "__main__":
