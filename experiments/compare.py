@@ -32,7 +32,7 @@ from provenance import provenance
 
 from evoprune import build_fitness, load_config
 from evoprune.atomic import write_json
-from evoprune.config import DistillConfig, stream_seed
+from evoprune.config import stream_seed
 from evoprune.data.task import load_task
 from evoprune.deploy.distill import distill_model
 from evoprune.evolve import Search, hypervolume
@@ -110,13 +110,14 @@ def search_unit(fitness, method: str, budget: int, seed: int, scalar_lambda: flo
 
 
 def final_unit(fitness, data, genome: Genome, seed: int, epochs: int, samples: int) -> dict:
-    """The final KD fine-tune every pick gets: evoprune's distillation from the pruned parent's weights,
-    on a fixed, seeded `samples` of the train split, no augmentation; test accuracy on the whole test split."""
+    """The final KD fine-tune every pick gets: evoprune's distillation (the config's `distill` section:
+    SGD, cosine schedule, its KD loss) from the pruned parent's weights for `epochs` over a fixed, seeded
+    `samples` of the train split, no augmentation; test accuracy on the whole test split."""
     gen = torch.Generator().manual_seed(seed)
     rows = torch.randperm(len(data.train_y), generator=gen)[:samples]
     subset = dataclasses.replace(data, train_x=data.train_x[rows], train_y=data.train_y[rows],
                                  val_x=data.val_x[:2000], val_y=data.val_y[:2000])
-    cfg = dataclasses.replace(DistillConfig(), epochs=epochs)
+    cfg = dataclasses.replace(fitness.cfg.distill, epochs=epochs)
     t0 = time.perf_counter()
     student, _, summary = distill_model(fitness.subnet(genome), fitness.parent, subset, cfg, seed, fitness.device,
                                         fitness.cfg.fitness, aug="none")
@@ -134,8 +135,9 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--budget", type=int, default=48, help="fitness evaluations per method and seed")
     ap.add_argument("--scalar-lambda", type=float, default=0.3, help="the scalar GA's size penalty")
-    ap.add_argument("--final-epochs", type=int, default=2)
-    ap.add_argument("--final-samples", type=int, default=6000, help="train images of the final KD fine-tune")
+    ap.add_argument("--final-epochs", type=int, default=3, help="epochs of the final KD fine-tune (other settings: "
+                    "the config's distill section, e.g. --set distill.lr=0.02)")
+    ap.add_argument("--final-samples", type=int, default=10000, help="train images of the final KD fine-tune")
     ap.add_argument("--set", action="append", default=[], help="config override (for reduced runs)")
     ap.add_argument("--out", default=None, help="results directory (default: results/compare-TASK)")
     ap.add_argument("--parent-dir", default=None, help="where the parent is trained once (default: OUT/parent)")
