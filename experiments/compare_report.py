@@ -187,12 +187,22 @@ def plot(searches: list[dict], targets: list[float], path: Path, title: str) -> 
 
 def write_report(out: Path, units: Path, meta: dict) -> None:
     setup, parent, searches, finals = load_units(units)
+    # only seeds whose every method has finished enter the tables: a partial seed would skew the means
+    done: dict[int, set[str]] = {}
+    for s in searches:
+        done.setdefault(s["seed"], set()).add(s["method"])
+    partial = sorted(seed for seed, methods in done.items() if not methods >= {"evoprune", *BASELINES})
+    searches = [s for s in searches if s["seed"] not in partial]
     rows = table_rows(searches, finals, setup["targets"])
     verdict = verdicts(rows, searches, setup["targets"])
     write_json(out / "compare.json", {**meta, "setup": setup, "parent": parent, "rows": rows, "verdict": verdict,
+                                      "seeds_in_progress": partial,
                                       "searches": [{k: v for k, v in s.items() if k != "objectives"}
                                                    for s in searches]})
-    write_text(out / "compare.md", markdown(meta, setup, parent, searches, rows, verdict))
+    text = markdown(meta, setup, parent, searches, rows, verdict)
+    if partial:
+        text += f"\nSeed(s) {', '.join(map(str, partial))}: not every method has finished; their units are kept, not shown.\n"
+    write_text(out / "compare.md", text)
     if searches:
         plot(searches, setup["targets"], out / "fronts.png",
              f"{setup['task']}: every evaluated genome and each method's front\n"
