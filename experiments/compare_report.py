@@ -59,11 +59,10 @@ def table_rows(searches: list[dict], finals: dict, targets: list[float]) -> list
 def verdicts(rows: list[dict], searches: list[dict], targets: list[float]) -> dict:
     """Per target: evoprune's margin over the best baseline (mean test accuracy over the seeds where each
     has a pick) and the seeds where it beats every baseline (a baseline without a pick under the target
-    loses; evoprune without one loses to all); and the seeds where its hypervolume beats every baseline's."""
+    loses; evoprune without one loses to all); and the seeds where its hypervolume beats every baseline's.
+    `searches` holds only seeds whose every method has finished (write_report drops the others)."""
     seeds = sorted({s["seed"] for s in searches})
     methods = ("evoprune",) + BASELINES
-    done = {(s["seed"], s["method"]) for s in searches}
-    seeds = [s for s in seeds if all((s, m) in done for m in methods)]
     out: dict = {"targets": {}, "hypervolume_wins": None}
     test = {(r["seed"], r["method"], r["target"]): r.get("test_accuracy") for r in rows}
     for t in targets:
