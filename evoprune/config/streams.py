@@ -17,6 +17,7 @@ STREAMS: dict[str, tuple[int, int]] = {
     "distill.student": (61, 1),  # the final distillation of student i (0: the pick, 1: --pick2)
     "distill.augment": (1061, 1000),  # student i's augmentation draws
     "baseline.random": (1000, 0),  # experiments/compare.py: the random-genome baseline
+    "fidelity.genomes": (1009, 0),  # experiments/fidelity.py: the sizes and widths of its genomes
 }
 
 
