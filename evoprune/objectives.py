@@ -19,7 +19,16 @@ class Objectives:
     macs_ratio: float
     kd_loss: float  # mean KD loss over the last fine-tune steps (nan when no steps ran)
     seconds: float  # wall time of this evaluation
-    status: str = "ok"  # "ok", or "nonfinite" when the fine-tune diverged (then worst accuracy)
+    # "ok"; "regressed": the fine-tune ended below the subnet's own score before it (after adaptive BN),
+    # so `accuracy` is that better score; "nonfinite": the fine-tune diverged (then worst accuracy)
+    status: str = "ok"
+    accuracy_before: float | None = None  # the score before the fine-tune, after adaptive BN (None: not measured)
+    accuracy_after: float | None = None  # the score after it (None: no fine-tune ran, or it diverged)
+
+    @property
+    def valid(self) -> bool:
+        """A usable measurement (a non-finite fine-tune is not)."""
+        return self.status != "nonfinite"
 
     def values(self, mode: str, scalar_lambda: float = 0.0) -> tuple[float, ...]:
         """The values the search optimises: (accuracy, size_ratio), or accuracy - lambda*size."""

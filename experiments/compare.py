@@ -61,7 +61,7 @@ SWEEP_CRITERIA = ("l1", "l2", "bn_scale", "taylor", "lamp", "fpgm")
 def pick(objs: list[Objectives], target: float) -> int | None:
     """Index of the best validation accuracy among members at or under `target` of the MACs (ties: the
     smaller), or None when the method has none there."""
-    under = [i for i, o in enumerate(objs) if o.macs_ratio <= target + 1e-12 and o.status == "ok"]
+    under = [i for i, o in enumerate(objs) if o.macs_ratio <= target + 1e-12 and o.valid]
     return max(under, key=lambda i: (objs[i].accuracy, -objs[i].macs_ratio)) if under else None
 
 

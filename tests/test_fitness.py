@@ -218,3 +218,31 @@ def test_the_shipped_task_is_the_staged_task_on_the_cpu(tiny_fitness):
         assert b.device.type == "cpu" and torch.equal(a.cpu(), b)
     with pytest.raises(dataclasses.FrozenInstanceError):
         shipped.extra = 1  # a new attribute cannot ride along silently
+
+
+@pytest.mark.parametrize("kind", ["sequential", "batched"])
+def test_a_fine_tune_that_ends_below_its_start_is_caught(tiny_overrides, kind):
+    # A learning rate that wrecks the subnet; clipped gradients keep the loss finite.
+    wreck = ["fitness.lr=20", "fitness.momentum=0", "fitness.grad_clip=5", "fitness.steps=6", "fitness.adaptive_bn=4",
+             f"evaluator.kind={kind}", "fitness.device=cpu"]
+    fitness = build_fitness(load_config(overrides=tiny_overrides + wreck), progress=False)
+    assert fitness.evaluator.kind == kind
+    o = fitness([fitness.space.uniform(0.75)])[0]
+    assert o.status == "regressed" and o.valid
+    assert o.accuracy_after < o.accuracy_before == o.accuracy  # both scores kept; the better one counts
+    assert o.accuracy_before > 0.5  # the recalibrated subnet of a trained parent, before the wreck
+
+
+def test_a_fine_tune_that_helps_keeps_its_score(tiny_overrides):
+    fitness = build_fitness(load_config(overrides=tiny_overrides + ["fitness.adaptive_bn=4"]), progress=False)
+    for o in fitness([fitness.space.uniform(0.5), fitness.space.uniform(0.25)]):
+        assert o.accuracy_before is not None and o.accuracy_after is not None
+        assert o.accuracy == max(o.accuracy_before, o.accuracy_after)
+        assert o.status == ("regressed" if o.accuracy_after < o.accuracy_before else "ok")
+
+
+def test_no_regression_check_without_fine_tune_or_recalibration(tiny_overrides):
+    for extra in (["fitness.steps=0"], ["fitness.adaptive_bn=0"]):
+        fitness = build_fitness(load_config(overrides=tiny_overrides + extra), progress=False)
+        o = fitness([fitness.space.uniform(0.5)])[0]
+        assert o.status == "ok" and o.accuracy_before is None

@@ -391,3 +391,17 @@ def test_the_plateau_is_judged_on_the_best_scalar_fitness_in_scalar_mode(run_a, 
     d = _new_dir(tmp_path, "scalar_plateau", run_a[0])
     state = _search(_cfg("search.mode=scalar", "search.generations=8", "search.patience=2", "search.min_gain=1.0"), d)
     assert state.generation == 2
+
+
+def test_the_run_counts_fine_tunes_that_regressed(tmp_path):
+    from conftest import run_cli
+
+    wreck = ["fitness.lr=20", "fitness.momentum=0", "fitness.grad_clip=5", "fitness.adaptive_bn=4"]
+    rc, out, err = run_cli(["search", "--out", tmp_path, "--quiet", *[f"--set={o}" for o in TINY + wreck]])
+    assert rc == 0, err
+    rows = _rows(tmp_path, "evaluations.csv")
+    regressed = [r for r in rows if r["status"] == "regressed"]
+    assert regressed and all(float(r["accuracy_after"]) < float(r["accuracy_before"]) == float(r["accuracy"])
+                             for r in regressed)
+    assert int(_rows(tmp_path, "history.csv")[-1]["regressed"]) == len(regressed)
+    assert f"{len(regressed)} of {len(rows)} fine-tunes ended below" in out

@@ -95,7 +95,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             search.writer.clean()  # temporary files of a killed write
             if args.set:  # the new budget belongs to the run from now on (a later plain resume keeps it)
                 save_config(cfg, run_dir / CONFIG)
-        search.run(resume=resuming)
+        state = search.run(resume=resuming)
     except KeyboardInterrupt as exc:
         return report_stop(args, run_dir, cfg, resuming, exc)
     except RunFailed as exc:
@@ -103,6 +103,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     except CheckpointError as exc:  # checked up front; only a checkpoint damaged since then lands here
         raise UsageError(str(exc)) from None
     print(front_table(run_dir))
+    regressed = sum(r.objectives.status == "regressed" for r in state.records)
+    if regressed:
+        print(f"{regressed} of {len(state.records)} fine-tunes ended below their subnet's score before them (after "
+              f"adaptive BN); each was scored by that better value (status `regressed` in {EVALUATIONS})")
     print(f"written: {run_dir}/{FRONT_JSON}, {EVALUATIONS}, {HISTORY}, {PARETO_PLOT}, {HYPERVOLUME_PLOT}")
     return EXIT_OK
 

@@ -62,7 +62,7 @@ class Search:
     def _individual(self, record: Record) -> _Individual:
         s = self.search_cfg
         values = record.objectives.values(s.mode, s.scalar_lambda)
-        if record.objectives.status != "ok":  # a diverged fine-tune: worse than any valid individual
+        if not record.objectives.valid:  # a diverged fine-tune: worse than any valid individual
             values = (-1.0, 2.0) if s.mode == "pareto" else (-1.0 - s.scalar_lambda * 2.0,)
         return _Individual(record, self._fitness_cls(values))
 
@@ -129,16 +129,17 @@ class Search:
     # -- the loop ----------------------------------------------------------------------------
     def _summarise(self, state: SearchState, generation: int, n_new: int) -> dict[str, Any]:
         objs = [r.objectives for r in state.records]
-        ok = [o for o in objs if o.status == "ok"]
+        ok = [o for o in objs if o.valid]
         row = {"generation": generation, "evaluations": len(objs), "new_evaluations": n_new,
                "best_accuracy": max((o.accuracy for o in ok), default=0.0),
                "smallest_size_ratio": min((o.size_ratio for o in ok), default=1.0),
                "front_size": len(front_indices(objs)), "hypervolume": hypervolume(objs),
-               "elapsed_s": round(state.elapsed, 2)}
+               "regressed": sum(o.status == "regressed" for o in objs), "elapsed_s": round(state.elapsed, 2)}
         state.history.append(row)
         self.log(f"gen {generation:3d} | evals {row['evaluations']:5d} | best acc {row['best_accuracy']:.4f} "
                  f"| smallest size {row['smallest_size_ratio']:.3f} | front {row['front_size']:3d} "
-                 f"| HV {row['hypervolume']:.4f} | {row['elapsed_s']:.1f}s")
+                 f"| HV {row['hypervolume']:.4f} | {row['elapsed_s']:.1f}s"
+                 + (f" | {row['regressed']} fine-tunes regressed" if row["regressed"] else ""))
         return row
 
     def _generation_done(self, state: SearchState, pop: list[_Individual], rng: random.Random) -> None:
@@ -200,7 +201,7 @@ class Search:
         if s.mode == "pareto":
             return next(row["hypervolume"] for row in state.history if row["generation"] == generation)
         return max((r.objectives.values("scalar", s.scalar_lambda)[0] for r in state.records
-                    if r.generation <= generation and r.objectives.status == "ok"), default=0.0)
+                    if r.generation <= generation and r.objectives.valid), default=0.0)
 
     def _plateaued(self, state: SearchState) -> bool:
         """The last `search.patience` generations together gained less than `search.min_gain`."""

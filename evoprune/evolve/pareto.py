@@ -18,7 +18,7 @@ def _points(objs: Sequence[Objectives]) -> np.ndarray:
 
 def front_indices(objs: Sequence[Objectives]) -> list[int]:
     """Indices of the non-dominated objectives (one of each set of equal points), by size ratio."""
-    ok = [i for i, o in enumerate(objs) if o.status == "ok"]
+    ok = [i for i, o in enumerate(objs) if o.valid]
     if not ok:
         return []
     mask = moocore.is_nondominated(_points([objs[i] for i in ok]), maximise=_MAXIMISE, keep_weakly=False)
@@ -28,7 +28,7 @@ def front_indices(objs: Sequence[Objectives]) -> list[int]:
 
 def hypervolume(objs: Sequence[Objectives], ref: tuple[float, float] = HV_REFERENCE) -> float:
     """Area dominated by the points within the reference box [0, acc] x [size, 1]."""
-    pts = _points([o for o in objs if o.status == "ok" and o.size_ratio < ref[1] and o.accuracy > ref[0]])
+    pts = _points([o for o in objs if o.valid and o.size_ratio < ref[1] and o.accuracy > ref[0]])
     if len(pts) == 0:
         return 0.0
     return float(moocore.hypervolume(pts, ref=list(ref), maximise=_MAXIMISE))

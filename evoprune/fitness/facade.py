@@ -15,7 +15,7 @@ from evoprune.data.task import TaskData, load_data
 from evoprune.fitness.evaluators import choose_evaluator
 from evoprune.fitness.precision import check_channels_last, resolve_device
 from evoprune.fitness.recipe import finetune_and_recalibrate
-from evoprune.fitness.scoring import score
+from evoprune.fitness.scoring import score, score_before
 from evoprune.fitness.scoring import val_accuracy as task_val_accuracy
 from evoprune.fitness.staged import StagedTask
 from evoprune.genome import Genome
@@ -93,9 +93,12 @@ class Fitness:
     def evaluate_model(self, model: nn.Module, finetune: bool = False) -> Objectives:
         """Objectives of any model for this task; `finetune` runs a genome's recipe (KD fine-tune, adaptive BN) on a copy."""
         start = time.perf_counter()
-        model = copy.deepcopy(model).to(self.device) if finetune else model.to(self.device)
-        kd_loss, finite = finetune_and_recalibrate(model, self.task, self.parent) if finetune else (float("nan"), True)
-        return score(self.task, model, kd_loss, finite, time.perf_counter() - start)
+        if not finetune:
+            return score(self.task, model.to(self.device), float("nan"), True, time.perf_counter() - start)
+        model = copy.deepcopy(model).to(self.device)
+        before = score_before(self.task, model)
+        kd_loss, finite = finetune_and_recalibrate(model, self.task, self.parent)
+        return score(self.task, model, kd_loss, finite, time.perf_counter() - start, accuracy_before=before)
 
     def subnet(self, genome: Genome) -> nn.Module:
         """The pruned (not fine-tuned) model of a genome."""

@@ -1,8 +1,11 @@
 """Scoring: a model's objectives (validation accuracy, size against the parent) on a StagedTask."""
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
+from evoprune.fitness.recipe import recalibrate_bn
 from evoprune.fitness.staged import StagedTask
 from evoprune.genome import Genome
 from evoprune.metrics import count_macs, count_params, logits_of, top1
@@ -11,12 +14,21 @@ from evoprune.pruning.materialise import materialise
 
 
 def objectives(task: StagedTask, n_params: int, macs: int, accuracy: float, kd_loss: float, finite: bool,
-               seconds: float) -> Objectives:
-    """Objectives from measured numbers: sizes as ratios of the parent's; a diverged fine-tune scores worst."""
+               seconds: float, accuracy_before: float | None = None) -> Objectives:
+    """Objectives from measured numbers: sizes as ratios of the parent's; a diverged fine-tune scores worst.
+
+    A fine-tune that ended below the subnet's own score before it (`accuracy_before`, after adaptive BN)
+    is `regressed` and scores that better value: both are measured accuracies of the same subnet, and
+    the fall says the short fine-tune failed it, not that the subnet is worse than its starting point."""
     params_ratio, macs_ratio = n_params / task.parent_n_params, macs / task.parent_macs
     size_ratio = params_ratio if task.size_metric == "params" else macs_ratio
-    return Objectives(accuracy if finite else 0.0, n_params, macs, size_ratio, params_ratio, macs_ratio,
-                      kd_loss, seconds, "ok" if finite else "nonfinite")
+    status, after = "ok", (accuracy if math.isfinite(kd_loss) else None)
+    if not finite:
+        status, accuracy = "nonfinite", 0.0
+    elif accuracy_before is not None and accuracy_before > accuracy:
+        status, accuracy = "regressed", accuracy_before
+    return Objectives(accuracy, n_params, macs, size_ratio, params_ratio, macs_ratio, kd_loss, seconds, status,
+                      accuracy_before, after)
 
 
 def val_accuracy(task: StagedTask, model: nn.Module) -> float:
@@ -24,19 +36,34 @@ def val_accuracy(task: StagedTask, model: nn.Module) -> float:
     return top1(logits_of(model, task.val_x), task.val_y.cpu())
 
 
+def checks_regression(task: StagedTask) -> bool:
+    """Whether a fine-tune has a score before it to fall below: it runs, and BN is recalibrated."""
+    return bool(task.cfg.steps and task.cfg.adaptive_bn)
+
+
+def score_before(task: StagedTask, model: nn.Module) -> float | None:
+    """The subnet's score before its fine-tune, after adaptive BN (None where `checks_regression` is
+    false). Harmless to the fine-tune: training mode normalises with batch statistics, and the
+    recalibration after the fine-tune starts afresh."""
+    if not checks_regression(task):
+        return None
+    recalibrate_bn(model, task, task.cfg.adaptive_bn)
+    return val_accuracy(task, model)
+
+
 def score(task: StagedTask, model: nn.Module, kd_loss: float, finite: bool, seconds: float,
-          scratch: bool = False) -> Objectives:
+          scratch: bool = False, accuracy_before: float | None = None) -> Objectives:
     """Objectives of a (fine-tuned) model: validation accuracy and size against the parent.
     `scratch`: the model is discarded afterwards (counting may then mark it)."""
     acc = val_accuracy(task, model) if finite else 0.0
     return objectives(task, count_params(model), count_macs(model, task.example_input, scratch), acc, kd_loss,
-                      finite, seconds)
+                      finite, seconds, accuracy_before)
 
 
 def genome_objectives(task: StagedTask, parent: nn.Module, genome: Genome, accuracy: float, kd_loss: float,
-                      finite: bool, seconds: float) -> Objectives:
+                      finite: bool, seconds: float, accuracy_before: float | None = None) -> Objectives:
     """Objectives of a genome whose accuracy was measured elsewhere (e.g. masked, batched): its sizes
     counted on the pruned network."""
     model = materialise(parent, genome, task.example_input)
     return objectives(task, count_params(model), count_macs(model, task.example_input, True), accuracy, kd_loss,
-                      finite, seconds)
+                      finite, seconds, accuracy_before)

@@ -64,7 +64,7 @@ def write_plots(run_dir: str | Path) -> list[Path]:
     hypervolume.png (per generation, on the hypervolume's whole range)."""
     run = Path(run_dir)
     doc = read_front(run)
-    evals = [r for r in _read_csv(run / EVALUATIONS) if r.get("status", "ok") == "ok"]
+    evals = [r for r in _read_csv(run / EVALUATIONS) if r.get("status", "ok") != "nonfinite"]
     metric = doc.get("size_metric", "params")
     front = doc["front"]
     fig, ax = plt.subplots(figsize=(7.2, 4.8))

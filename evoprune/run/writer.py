@@ -34,9 +34,10 @@ def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 EVAL_COLUMNS = ["index", "generation", "key", "origin", "accuracy", "n_params", "macs", "size_ratio",
-                "params_ratio", "macs_ratio", "kd_loss", "seconds", "status", "widths"]
+                "params_ratio", "macs_ratio", "kd_loss", "seconds", "status", "accuracy_before",
+                "accuracy_after", "widths"]
 HISTORY_COLUMNS = ["generation", "evaluations", "new_evaluations", "best_accuracy", "smallest_size_ratio",
-                   "front_size", "hypervolume", "elapsed_s"]
+                   "front_size", "hypervolume", "regressed", "elapsed_s"]
 FRONT_COLUMNS = ["rank", "key", "origin", "generation", "accuracy", "n_params", "macs", "size_ratio",
                  "params_ratio", "macs_ratio", "compression"]
 

@@ -22,7 +22,7 @@ from evoprune.fitness.evaluators.sequential import SequentialEvaluator
 from evoprune.fitness.losses import logit_kd_per_model
 from evoprune.fitness.precision import Scaler, autocast
 from evoprune.fitness.recipe import make_optimizer, recalibrate_bn
-from evoprune.fitness.scoring import genome_objectives
+from evoprune.fitness.scoring import checks_regression, genome_objectives
 from evoprune.fitness.staged import StagedTask
 from evoprune.genome import Genome
 from evoprune.objectives import Objectives
@@ -181,6 +181,16 @@ class BatchedEvaluator:
         return torch.cat([self._forward(detached, buffers, masks, x[i:i + batch])
                           for i in range(0, len(x), batch)], dim=1)
 
+    @torch.no_grad()
+    def accuracy_before(self, genomes: list[Genome]) -> torch.Tensor:
+        """Every genome's score before its fine-tune, after adaptive BN: (P,), as `score_before`."""
+        params, buffers = self.stack(len(genomes))
+        masks = self.masks(genomes)
+        recalibrate_bn(self.model, self.task, self.task.cfg.adaptive_bn,
+                       forward=lambda x: self._forward(params, buffers, masks, x))
+        logits = self.logits(params, buffers, masks, self.task.val_x)
+        return (logits.argmax(-1) == self.task.val_y.unsqueeze(0)).float().mean(-1)
+
     # -- the evaluator interface -----------------------------------------------------------
     def evaluate(self, genomes: list[Genome], on_done: Callable[[int], None] | None = None) -> list[Objectives]:
         if self._fallback is not None:
@@ -212,14 +222,15 @@ class BatchedEvaluator:
     def evaluate_chunk(self, genomes: list[Genome]) -> list[Objectives]:
         """One batched fine-tune of all `genomes` and their objectives (no chunking, no out-of-memory handling)."""
         start = time.perf_counter()
+        before = self.accuracy_before(genomes).cpu().tolist() if checks_regression(self.task) else [None] * len(genomes)
         params, buffers, masks, tail, finite = self.finetune(genomes)
         logits = self.logits(params, buffers, masks, self.task.val_x)
         acc = (logits.argmax(-1) == self.task.val_y.unsqueeze(0)).float().mean(-1)
         acc, tail, finite = acc.cpu().tolist(), tail.cpu().tolist(), finite.cpu().tolist()
         per = (time.perf_counter() - start) / len(genomes)
         steps = self.task.cfg.steps
-        return [genome_objectives(self.task, self.parent, g, a if ok else 0.0, loss if steps else float("nan"), ok, per)
-                for g, a, loss, ok in zip(genomes, acc, tail, finite)]
+        return [genome_objectives(self.task, self.parent, g, a if ok else 0.0, loss if steps else float("nan"), ok, per, b)
+                for g, a, loss, ok, b in zip(genomes, acc, tail, finite, before)]
 
     def close(self) -> None:
         if self._fallback is not None:

@@ -16,7 +16,7 @@ from evoprune.config.vocab import FEATURE_KD_LOSSES
 from evoprune.fitness.evaluators.forked import (CRASH_SIGNALS, ForkedPool, WorkerDied, await_native_exit,
                                                 check_pool, fork_available, sole_evaluation)
 from evoprune.fitness.recipe import feature_targets, finetune_and_recalibrate, one_thread_on_cpu
-from evoprune.fitness.scoring import score
+from evoprune.fitness.scoring import score, score_before
 from evoprune.fitness.staged import StagedTask
 from evoprune.genome import Genome
 from evoprune.objectives import Objectives
@@ -94,8 +94,10 @@ class SequentialEvaluator:
     def _one(self, genome: Genome) -> Objectives:
         start = time.perf_counter()
         model = materialise(self.parent, genome, self.task.example_input)
+        before = score_before(self.task, model)
         kd_loss, finite = finetune_and_recalibrate(model, self.task, self.parent)
-        return score(self.task, model, kd_loss, finite, time.perf_counter() - start, scratch=True)
+        return score(self.task, model, kd_loss, finite, time.perf_counter() - start, scratch=True,
+                     accuracy_before=before)
 
     def evaluate(self, genomes: list[Genome], on_done: Callable[[int], None] | None = None) -> list[Objectives]:
         results: list[Objectives | None] = [None] * len(genomes)
