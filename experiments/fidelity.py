@@ -20,6 +20,7 @@ against the best genome there, and what a two-stage screen (successive halving) 
 
     python experiments/fidelity.py                 # about an hour on 2 cores; resumes where it stopped
     python experiments/fidelity.py --report        # tables and figure from the units written
+    python experiments/fidelity.py --config my.yaml --out results/fidelity-mine   # your own task
 """
 from __future__ import annotations
 
@@ -62,9 +63,10 @@ FINAL_SEED, FINAL_EPOCHS, FINAL_SAMPLES = 0, 3, 10000  # compare.py's final fine
 STAGE = ["fitness.steps=100", "fitness.adaptive_bn=50", "fitness.val_samples=2000", "fitness.finetune_samples=2048"]
 
 
-def choose_genomes(fitness, n_uniform: int, n_random: int, seed: int) -> list[dict]:
-    """compare.py's seed-0 picks, uniform subnets of every criterion and importance-ranked random-width
-    subnets, at MACs targets spread evenly in log space over 5-80% (small subnets matter most)."""
+def choose_genomes(fitness, n_uniform: int, n_random: int, seed: int, with_picks: bool) -> list[dict]:
+    """compare.py's seed-0 picks (`with_picks`: on its task), uniform subnets of every criterion and
+    importance-ranked random-width subnets, at MACs targets spread evenly in log space over 5-80%
+    (small subnets matter most)."""
     space = fitness.space
     out, seen = [], {space.full().key()}
 
@@ -74,7 +76,7 @@ def choose_genomes(fitness, n_uniform: int, n_random: int, seed: int) -> list[di
             out.append({"key": genome.key(), "origin": origin, "genome": genome.to_json(),
                         "macs_ratio": macs_ratio(fitness, genome)})
 
-    for path in sorted(COMPARE.glob("units/search-seed0-*.json")):
+    for path in sorted(COMPARE.glob("units/search-seed0-*.json")) if with_picks else []:
         unit = json.loads(path.read_text())
         for target, p in unit["picks"].items():
             if p is not None:
@@ -151,18 +153,30 @@ def reuse_final(key: str) -> dict | None:
     return {**unit, "reused_from": str(path.relative_to(ROOT))}
 
 
+def task_settings(args: argparse.Namespace) -> dict:
+    """The task benchmarked: compare.py's Fashion-MNIST ResNet-20 (its parent reused), or a user's config."""
+    if args.config is None:
+        overrides = TASKS["fmnist"] + COMMON + [f"parent.weights={COMPARE / 'parent' / 'parent.pt'}"] + args.set
+    else:
+        overrides = ["search.size_metric=macs"] + args.set
+    return {"config": args.config, "overrides": overrides + STAGE + [f"seed={FINAL_SEED}"]}
+
+
 def run_shard(args: argparse.Namespace, units: Path, shard: int, n_shards: int) -> None:
     torch.set_num_threads(1)  # one thread per shard: the shards fill the cores, and times are per thread
-    cfg = load_config(overrides=TASKS["fmnist"] + COMMON + STAGE
-                      + [f"seed={FINAL_SEED}", f"parent.weights={COMPARE / 'parent' / 'parent.pt'}"])
-    data = load_task(cfg)
-    fitness = build_fitness(cfg, data=data, progress=False)
+    task = task_settings(args)
     chosen = units / "genomes.json"
+    if chosen.is_file() and json.loads(chosen.read_text()).get("task", task) != task:
+        sys.exit(f"{units} holds another task's units ({chosen}); choose another --out")
+    cfg = load_config(task["config"], task["overrides"])
+    data = load_task(cfg)
+    parent_dir = args.parent_dir or (units.parent / "parent" if args.config else None)  # trained once, then reused
+    fitness = build_fitness(cfg, run_dir=parent_dir, data=data, progress=shard == 0)
     if not chosen.is_file():
         if shard != 0:
             sys.exit("genomes.json is missing: run without --shard first")
-        write_json(chosen, {"genomes": choose_genomes(fitness, args.uniform, args.random, FINAL_SEED),
-                            "provenance": provenance(calibrate=False)})
+        genomes = choose_genomes(fitness, args.uniform, args.random, FINAL_SEED, with_picks=args.config is None)
+        write_json(chosen, {"task": task, "genomes": genomes, "provenance": provenance(calibrate=False)})
         return
     genomes = json.loads(chosen.read_text())["genomes"]
     teacher_val = logits_of(fitness.parent, fitness.task.val_x)
@@ -173,7 +187,7 @@ def run_shard(args: argparse.Namespace, units: Path, shard: int, n_shards: int) 
             write_json(path, proxy_unit(fitness, genome, teacher_val))
         path = units / f"final-{g['key']}.json"
         if not path.is_file():
-            write_json(path, reuse_final(g["key"]) or final_unit(fitness, data, genome, FINAL_SEED, FINAL_EPOCHS,
+            write_json(path, (args.config is None and reuse_final(g["key"])) or final_unit(fitness, data, genome, FINAL_SEED, FINAL_EPOCHS,
                                                                    FINAL_SAMPLES))
         final = json.loads(path.read_text())
         print(f"[shard {shard}] {i + 1}/{math.ceil((len(genomes) - shard) / n_shards)} {g['origin']:38s} MACs "
@@ -186,8 +200,13 @@ def main() -> None:
     ap.add_argument("--random", type=int, default=15, help="importance-ranked subnets of random widths")
     ap.add_argument("--workers", type=int, default=2, help="processes, one thread each")
     ap.add_argument("--shard", default=None, help="I/N: this process's share (set by --workers)")
+    ap.add_argument("--config", default=None, help="your task's YAML config (default: compare.py's Fashion-MNIST "
+                    "ResNet-20, parent reused)")
+    ap.add_argument("--set", action="append", default=[], help="config override, a.b=value (repeatable)")
+    ap.add_argument("--parent-dir", default=None, help="with --config: where its parent is trained once and reused")
     ap.add_argument("--out", default=str(ROOT / "results" / "fidelity-fmnist"))
     ap.add_argument("--report", action="store_true", help="only rewrite the report from the units written")
+    ap.add_argument("--no-calibration", action="store_true", help="skip timing the machine (tests)")
     args = ap.parse_args()
     out = Path(args.out)
     units = out / "units"
@@ -199,11 +218,14 @@ def main() -> None:
     if not args.report:
         if not (units / "genomes.json").is_file():
             run_shard(args, units, 0, 1)
-        here = [sys.executable, __file__, "--out", str(out), "--uniform", str(args.uniform), "--random", str(args.random)]
+        here = [sys.executable, __file__, "--out", str(out), "--uniform", str(args.uniform), "--random", str(args.random),
+                *(["--config", args.config] if args.config else []), *[f"--set={o}" for o in args.set],
+                *(["--parent-dir", args.parent_dir] if args.parent_dir else [])]
         procs = [subprocess.Popen(here + ["--shard", f"{i}/{args.workers}"]) for i in range(args.workers)]
         if any(p.wait() for p in procs):
             sys.exit("a shard failed (see above); rerun to continue where it stopped")
-    write_report(out, units, provenance(calibrate=True))
+    f = load_config().fitness
+    write_report(out, units, provenance(calibrate=not args.no_calibration), f"{f.optimizer} lr={f.lr} steps={f.steps} abn={f.adaptive_bn}")
     print(f"wrote {out}/fidelity.json, fidelity.md, fidelity.png", flush=True)
 
 

@@ -13,14 +13,30 @@ from evoprune.atomic import write_json
 
 TARGETS = (0.10, 0.25, 0.50)
 BIN = 1.10  # a size bin: two genomes whose MACs differ by at most 10%
+WIDE_BIN = 1.25  # a wider one, for more pairs
+SCREENS = ("sgd lr=0.02 steps=0 abn=10", "sgd lr=0.02 steps=0 abn=50", "zero-cost: -KL to parent after abn=50")
 VAL_SIZES = (500, 1000, 2000)
 MAIN_VAL = 2  # index of 2,000 validation images, the size the comparison scores on
 BOOTSTRAP = 1000
 
 
+CHECKED = " +check"  # the better of the score before the fine-tune (after adaptive BN) and after it
+
+
+def with_checked(unit: dict) -> dict:
+    """Add each fine-tuned setting's regression-checked form: max(score before, score after), the
+    objective evoprune's fitness reports (a `regressed` fine-tune scores the better one)."""
+    scores = dict(unit["scores"])
+    for name, after in unit["scores"].items():
+        if name.startswith(("sgd", "adam")) and " steps=0 " not in name and not name.endswith(" abn=0"):
+            before = unit["scores"][f"sgd lr=0.02 steps=0 abn={name.split('abn=')[1]}"]
+            scores[name + CHECKED] = [max(b, a) for b, a in zip(before, after)]
+    return {**unit, "scores": scores}
+
+
 def load(units: Path) -> tuple[list[dict], dict[str, dict], dict[str, dict]]:
     genomes = json.loads((units / "genomes.json").read_text())["genomes"]
-    proxies = {p.stem[len("proxy-"):]: json.loads(p.read_text()) for p in units.glob("proxy-*.json")}
+    proxies = {p.stem[len("proxy-"):]: with_checked(json.loads(p.read_text())) for p in units.glob("proxy-*.json")}
     finals = {p.stem[len("final-"):]: json.loads(p.read_text()) for p in units.glob("final-*.json")}
     done = [g for g in genomes if g["key"] in proxies and g["key"] in finals]
     return done, proxies, finals
@@ -32,15 +48,16 @@ def cost(setting: str, seconds: dict[str, float], val_size: int) -> float:
         return seconds["abn 50"] + seconds["val"] * val_size / VAL_SIZES[-1]
     if setting == "size only":
         return 0.0
-    opt, lr, steps, abn = (part.split("=")[-1] for part in setting.split())
-    return (seconds[f"ft {opt} {lr} {steps}"] + (seconds[f"abn {abn}"] if abn != "0" else 0.0)
-            + seconds["val"] * val_size / VAL_SIZES[-1])
+    checked = setting.endswith(CHECKED)
+    opt, lr, steps, abn = (part.split("=")[-1] for part in setting.removesuffix(CHECKED).split())
+    once = seconds.get(f"abn {abn}", 0.0) + seconds["val"] * val_size / VAL_SIZES[-1]  # recalibrate, score
+    return seconds[f"ft {opt} {lr} {steps}"] + once * (2 if checked else 1)
 
 
-def within_bin_tau(proxy: np.ndarray, final: np.ndarray, macs: np.ndarray) -> tuple[float, int]:
-    """Kendall's tau over the pairs of genomes whose MACs differ by at most 10% (ties count zero)."""
+def within_bin_tau(proxy: np.ndarray, final: np.ndarray, macs: np.ndarray, ratio: float = BIN) -> tuple[float, int]:
+    """Kendall's tau over the pairs of genomes whose MACs differ by at most a factor `ratio` (ties count zero)."""
     i, j = np.triu_indices(len(proxy), 1)
-    close = np.abs(np.log(macs[i] / macs[j])) <= math.log(BIN)
+    close = np.abs(np.log(macs[i] / macs[j])) <= math.log(ratio)
     i, j = i[close], j[close]
     if len(i) == 0:
         return float("nan"), 0
@@ -61,16 +78,28 @@ def pick_regret(proxy: np.ndarray, final: np.ndarray, macs: np.ndarray, kept: np
     return 100 * float(np.mean(out))
 
 
+def partial_spearman(proxy: np.ndarray, final: np.ndarray, macs: np.ndarray) -> float:
+    """Spearman's correlation of proxy and final accuracy with size held fixed (partial on log MACs):
+    how well the proxy ranks beyond what size alone tells, over all genomes."""
+    r = stats.spearmanr(np.column_stack([proxy, final, np.log(macs)])).statistic
+    pf, ps, fs = r[0, 1], r[0, 2], r[1, 2]
+    return float((pf - ps * fs) / math.sqrt(max(1e-12, (1 - ps ** 2) * (1 - fs ** 2))))
+
+
 def metrics(proxy: np.ndarray, final: np.ndarray, macs: np.ndarray, rng: np.random.Generator) -> dict:
     tau_bin, pairs = within_bin_tau(proxy, final, macs)
-    boot = []
-    for _ in range(BOOTSTRAP):  # genomes resampled: how much the within-bin tau owes to the sample
+    tau_wide, pairs_wide = within_bin_tau(proxy, final, macs, WIDE_BIN)
+    boot_bin, boot_partial = [], []
+    for _ in range(BOOTSTRAP):  # genomes resampled: how much each figure owes to this sample
         s = rng.integers(0, len(proxy), len(proxy))
-        boot.append(within_bin_tau(proxy[s], final[s], macs[s])[0])
-    lo, hi = np.nanpercentile(boot, [2.5, 97.5])
+        boot_bin.append(within_bin_tau(proxy[s], final[s], macs[s])[0])
+        boot_partial.append(partial_spearman(proxy[s], final[s], macs[s]))
+    ci = lambda b: [float(x) for x in np.nanpercentile(b, [2.5, 97.5])]  # noqa: E731
     return {"spearman": float(stats.spearmanr(proxy, final).statistic),
             "kendall": float(stats.kendalltau(proxy, final).statistic),
-            "within_bin_kendall": tau_bin, "within_bin_ci": [float(lo), float(hi)], "within_bin_pairs": pairs,
+            "partial_spearman": partial_spearman(proxy, final, macs), "partial_spearman_ci": ci(boot_partial),
+            "within_bin_kendall": tau_bin, "within_bin_ci": ci(boot_bin), "within_bin_pairs": pairs,
+            "wide_bin_kendall": tau_wide, "wide_bin_pairs": pairs_wide,
             "pick_regret_points": pick_regret(proxy, final, macs)}
 
 
@@ -85,91 +114,115 @@ def halving(screen: np.ndarray, full: np.ndarray, final: np.ndarray, macs: np.nd
             "best_lost": int(sum(not kept[np.flatnonzero(macs <= t)[np.argmax(final[macs <= t])]] for t in TARGETS))}
 
 
-def analyse(units: Path) -> dict:
+def columns(units: Path) -> tuple[list[dict], dict[str, dict], np.ndarray, np.ndarray]:
     genomes, proxies, finals = load(units)
-    keys = [g["key"] for g in genomes]
     macs = np.array([g["macs_ratio"] for g in genomes])
-    final = np.array([finals[k]["test_accuracy"] for k in keys])
-    settings = list(proxies[keys[0]]["scores"])
+    final = np.array([finals[g["key"]]["test_accuracy"] for g in genomes])
+    return genomes, proxies, macs, final
+
+
+def score_column(genomes: list[dict], proxies: dict[str, dict], setting: str, v: int = MAIN_VAL) -> np.ndarray:
+    return np.array([proxies[g["key"]]["scores"][setting][v] for g in genomes])
+
+
+def seconds(genomes: list[dict], proxies: dict[str, dict], setting: str, val_size: int = 2000) -> float:
+    return float(np.median([cost(setting, proxies[g["key"]]["seconds"], val_size) for g in genomes]))
+
+
+def analyse(units: Path, default: str) -> dict:
+    genomes, proxies, macs, final = columns(units)
+    settings = list(proxies[genomes[0]["key"]]["scores"])
+    if default not in settings:
+        raise ValueError(f"the default fitness ({default}) is not among the settings measured")
     rng = np.random.default_rng(0)
     rows = []
     for setting in settings + ["size only"]:
         for v, val_size in enumerate(VAL_SIZES):
             if setting == "size only" and v != MAIN_VAL:
                 continue
-            proxy = macs if setting == "size only" else np.array([proxies[k]["scores"][setting][v] for k in keys])
-            seconds = float(np.median([cost(setting, proxies[k]["seconds"], val_size) for k in keys]))
-            rows.append({"setting": setting, "val_images": val_size, "seconds_per_genome": seconds,
+            proxy = macs if setting == "size only" else score_column(genomes, proxies, setting, v)
+            rows.append({"setting": setting, "val_images": val_size,
+                         "seconds_per_genome": seconds(genomes, proxies, setting, val_size),
                          **metrics(proxy, final, macs, rng)})
-    main = [r for r in rows if r["val_images"] == VAL_SIZES[MAIN_VAL]]
-    front = []
-    for r in sorted(main, key=lambda r: (r["seconds_per_genome"], -r["within_bin_kendall"])):
-        if not front or r["within_bin_kendall"] > front[-1]["within_bin_kendall"]:
+    main = [r for r in rows if r["val_images"] == VAL_SIZES[MAIN_VAL] and not r["setting"].endswith(CHECKED)]
+    front = []  # settings that rank better (size held fixed) than every cheaper one
+    for r in sorted(main, key=lambda r: (r["seconds_per_genome"], -r["partial_spearman"])):
+        if not front or r["partial_spearman"] > front[-1]["partial_spearman"]:
             front.append(r)
-    # regressions: the fine-tune left the subnet below its own adaptive-BN score before it
-    regressed = {}
-    for steps in (20, 40, 100):
-        for abn in (10, 20, 50):
-            before = np.array([proxies[k]["scores"][f"sgd lr=0.02 steps=0 abn={abn}"][MAIN_VAL] for k in keys])
-            after = np.array([proxies[k]["scores"][f"sgd lr=0.02 steps={steps} abn={abn}"][MAIN_VAL] for k in keys])
-            regressed[f"steps={steps} abn={abn}"] = int((after < before).sum())
-    return {"n_genomes": len(genomes), "genomes": [{**g, "test_accuracy": finals[g["key"]]["test_accuracy"]}
-                                                   for g in genomes],
+    regressed = {}  # fine-tunes that left the subnet below its own adaptive-BN score before them
+    for setting in settings:
+        if setting.endswith(CHECKED):
+            after = score_column(genomes, proxies, setting.removesuffix(CHECKED))
+            regressed[setting.removesuffix(CHECKED)] = int((score_column(genomes, proxies, setting) > after).sum())
+    finals = load(units)[2]
+    return {"n_genomes": len(genomes), "default": default,
+            "genomes": [{**g, "test_accuracy": float(a)} for g, a in zip(genomes, final)],
             "rows": rows, "cost_front": [r["setting"] for r in front], "regressed": regressed,
-            "final_recipe": {k: finals[keys[0]][k] for k in ("epochs", "samples", "lr", "batch_size", "kd", "seed")}}
+            "final_recipe": {k: finals[genomes[0]["key"]][k] for k in ("epochs", "samples", "lr", "batch_size", "kd",
+                                                                      "seed")}}
 
 
 def halving_table(units: Path, screens: list[str], full: str, keeps=(0.25, 0.5)) -> list[dict]:
-    genomes, proxies, finals = load(units)
-    keys = [g["key"] for g in genomes]
-    macs = np.array([g["macs_ratio"] for g in genomes])
-    final = np.array([finals[k]["test_accuracy"] for k in keys])
-    col = lambda s: np.array([proxies[k]["scores"][s][MAIN_VAL] for k in keys])  # noqa: E731
-    full_cost = float(np.median([cost(full, proxies[k]["seconds"], 2000) for k in keys]))
+    genomes, proxies, macs, final = columns(units)
+    col = lambda s: score_column(genomes, proxies, s)  # noqa: E731
+    full_cost = seconds(genomes, proxies, full)
     out = [{"screen": None, "keep": 1.0, "full": full, "relative_cost": 1.0,
             "pick_regret_points": pick_regret(col(full), final, macs), "best_lost": 0}]
     for screen in screens:
-        screen_cost = float(np.median([cost(screen, proxies[k]["seconds"], 2000) for k in keys]))
         for keep in keeps:
             out.append({"screen": screen, "keep": keep, "full": full,
-                        "relative_cost": (screen_cost + keep * full_cost) / full_cost,
+                        "relative_cost": (seconds(genomes, proxies, screen) + keep * full_cost) / full_cost,
                         **halving(col(screen), col(full), final, macs, keep)})
     return out
 
 
 def markdown(result: dict, prov: dict) -> str:
-    main = sorted((r for r in result["rows"] if r["val_images"] == 2000), key=lambda r: -r["within_bin_kendall"])
-    lines = [f"# Fitness fidelity on Fashion-MNIST ({result['n_genomes']} ResNet-20 subnets)", "",
-             f"Final: {result['final_recipe']}; test accuracy on 10,000 images. Proxy scored on 2,000 validation "
-             "images unless said. Cost: median measured seconds per genome on one thread. Within-bin: Kendall's tau "
-             "over pairs whose MACs differ by at most 10% (95% bootstrap interval over genomes). Pick regret: points "
-             "lost against the best genome at or under 10/25/50% of the MACs when the best proxy there is picked.", "",
-             "| setting | s/genome | Spearman | Kendall | within-bin tau | pairs | pick regret (pts) |",
-             "|---|---|---|---|---|---|---|"]
+    default = result["default"]
+    main = sorted((r for r in result["rows"] if r["val_images"] == 2000 and not r["setting"].endswith(CHECKED)),
+                  key=lambda r: r["seconds_per_genome"])
+    recipe = result["final_recipe"]
+    lines = [f"# Fitness fidelity on Fashion-MNIST: {result['n_genomes']} ResNet-20 subnets", "",
+             f"Each subnet's final accuracy: KD fine-tune of {recipe['epochs']} epochs on {recipe['samples']:,} train "
+             f"images (lr {recipe['lr']}, batch {recipe['batch_size']}, {recipe['kd']} KD, seed {recipe['seed']}), then "
+             "test accuracy on the 10,000 test images. Each setting's score: validation accuracy on 2,000 images "
+             "(unless said) after the setting's KD fine-tune (`steps`, optimiser, `lr`) and `abn` batches of adaptive "
+             "BN. Cost: median measured seconds per genome on one thread (fine-tune + recalibration + scoring).", "",
+             "- *partial*: Spearman's correlation with size held fixed (partial on log MACs): ranking beyond size, "
+             "over all subnets; 95% bootstrap interval over subnets.",
+             "- *within-bin*: Kendall's tau over the pairs of subnets whose MACs differ by at most 10% "
+             "(*wide*: 25%), with the number of pairs.",
+             "- *regret*: points of final accuracy lost against the best subnet at or under 10/25/50% of the MACs "
+             "when the setting's best subnet there is picked (mean of the three).", "",
+             f"The default fitness is **{default}**.", "",
+             "| setting | s/genome | Spearman | Kendall | partial [95%] | within-bin tau [95%] (pairs) | wide (pairs) "
+             "| regret |", "|---|---|---|---|---|---|---|---|"]
     for r in main:
-        lo, hi = r["within_bin_ci"]
-        lines.append(f"| {r['setting']} | {r['seconds_per_genome']:.1f} | {r['spearman']:.3f} | {r['kendall']:.3f} | "
-                     f"{r['within_bin_kendall']:.3f} [{lo:.2f}, {hi:.2f}] | {r['within_bin_pairs']} | "
-                     f"{r['pick_regret_points']:.2f} |")
-    lines += ["", "Cheapest settings that rank better than every cheaper one (within bins): "
+        name = f"**{r['setting']}**" if r["setting"] == default else r["setting"]
+        (plo, phi), (lo, hi) = r["partial_spearman_ci"], r["within_bin_ci"]
+        lines.append(f"| {name} | {r['seconds_per_genome']:.1f} | {r['spearman']:.3f} | {r['kendall']:.3f} | "
+                     f"{r['partial_spearman']:.3f} [{plo:.2f}, {phi:.2f}] | {r['within_bin_kendall']:.3f} "
+                     f"[{lo:.2f}, {hi:.2f}] ({r['within_bin_pairs']}) | {r['wide_bin_kendall']:.3f} "
+                     f"({r['wide_bin_pairs']}) | {r['pick_regret_points']:.2f} |")
+    lines += ["", "Settings that rank better (partial) than every cheaper one: "
               + ", ".join(f"`{s}`" for s in result["cost_front"]), "",
               "Validation size (fewer images: cheaper scoring, noisier):", "",
-              "| setting | images | s/genome | Spearman | within-bin tau | pick regret |", "|---|---|---|---|---|---|"]
-    for s in result["cost_front"][-3:]:
-        for r in result["rows"]:
-            if r["setting"] == s:
-                lines.append(f"| {s} | {r['val_images']} | {r['seconds_per_genome']:.1f} | {r['spearman']:.3f} | "
-                             f"{r['within_bin_kendall']:.3f} | {r['pick_regret_points']:.2f} |")
-    lines += ["", "Fine-tunes that ended below the same subnet's adaptive-BN score before them (of "
-              f"{result['n_genomes']}): " + ", ".join(f"{k}: {v}" for k, v in result["regressed"].items())]
-    if result.get("halving"):
-        lines += ["", "Two stages (successive halving): the screen scores all, the best share by non-dominated "
-                  "rank of (screen score, MACs) get the full setting:", "",
-                  "| screen | kept | full | cost vs full alone | pick regret (pts) | best genome at a target lost |",
-                  "|---|---|---|---|---|---|"]
-        for h in result["halving"]:
-            lines.append(f"| {h['screen'] or '-'} | {h['keep']:.0%} | {h['full']} | {h['relative_cost']:.2f} | "
-                         f"{h['pick_regret_points']:.2f} | {h['best_lost']} |")
+              "| setting | images | s/genome | Spearman | partial | within-bin tau | regret |",
+              "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        if r["setting"] == default:
+            lines.append(f"| {default} | {r['val_images']} | {r['seconds_per_genome']:.1f} | {r['spearman']:.3f} | "
+                         f"{r['partial_spearman']:.3f} | {r['within_bin_kendall']:.3f} | {r['pick_regret_points']:.2f} |")
+    regressed = {k: v for k, v in result["regressed"].items() if v}
+    lines += ["", f"Fine-tunes that ended below the same subnet's adaptive-BN score before them (of "
+              f"{result['n_genomes']}): " + (", ".join(f"`{k}`: {v}" for k, v in regressed.items()) or "none, in any "
+                                               "setting with a fine-tune and adaptive BN")]
+    lines += ["", "Two stages (successive halving): the screen scores every subnet, the best share by non-dominated "
+              "rank of (screen score, MACs) get the full setting, the picks come from those:", "",
+              "| screen | kept | full | cost vs full alone | regret (pts) | best subnet at a target discarded |",
+              "|---|---|---|---|---|---|"]
+    for h in result["halving"]:
+        lines.append(f"| {h['screen'] or '-'} | {h['keep']:.0%} | {h['full']} | {h['relative_cost']:.2f} | "
+                     f"{h['pick_regret_points']:.2f} | {h['best_lost']} of {len(TARGETS)} |")
     lines += ["", "## Provenance", "", "```", json.dumps(prov, indent=1), "```", ""]
     return "\n".join(lines)
 
@@ -179,49 +232,47 @@ def plot(result: dict, units: Path, path: Path, panels: list[str]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    genomes, proxies, finals = load(units)
-    keys = [g["key"] for g in genomes]
-    macs = np.array([g["macs_ratio"] for g in genomes])
-    final = np.array([finals[k]["test_accuracy"] for k in keys])
-    fig, axes = plt.subplots(2, (len(panels) + 2) // 2, figsize=(4.2 * ((len(panels) + 2) // 2), 8))
+    genomes, proxies, macs, final = columns(units)
+    ncol = (len(panels) + 2) // 2
+    fig, axes = plt.subplots(2, ncol, figsize=(4.2 * ncol, 8.4))
     axes = axes.ravel()
     rows = {r["setting"]: r for r in result["rows"] if r["val_images"] == 2000}
     for ax, setting in zip(axes, panels):
-        proxy = np.array([proxies[k]["scores"][setting][MAIN_VAL] for k in keys])
-        sc = ax.scatter(proxy, final, c=np.log10(macs), cmap="viridis", s=18)
+        sc = ax.scatter(score_column(genomes, proxies, setting), final, c=np.log10(macs), cmap="viridis", s=18,
+                        vmin=np.log10(0.04), vmax=np.log10(0.9))
         r = rows[setting]
-        ax.set_title(f"{setting}\nSpearman {r['spearman']:.2f}, within-bin tau {r['within_bin_kendall']:.2f}",
+        bold = " (default)" if setting == result["default"] else ""
+        ax.set_title(f"{setting}{bold}\nSpearman {r['spearman']:.2f}, partial {r['partial_spearman']:.2f}",
                      fontsize=8)
         ax.set_xlabel("fitness score (validation accuracy)", fontsize=8)
         ax.set_ylabel("final test accuracy", fontsize=8)
     cb = fig.colorbar(sc, ax=axes[:len(panels)].tolist(), shrink=0.6)
-    cb.set_label("log10 MACs ratio")
+    ticks = [0.05, 0.1, 0.2, 0.4, 0.8]
+    cb.set_ticks(np.log10(ticks), labels=[f"{t:.0%}" for t in ticks])
+    cb.set_label("MACs of the parent's")
     ax = axes[len(panels)]
     for r in rows.values():
-        ax.scatter(r["seconds_per_genome"], r["within_bin_kendall"], s=10, color="tab:blue")
-    for s in result["cost_front"]:
-        ax.annotate(s.replace("sgd lr=0.02 ", ""), (rows[s]["seconds_per_genome"], rows[s]["within_bin_kendall"]),
-                    fontsize=6)
-    ax.set_xscale("symlog", linthresh=1)
+        if not r["setting"].endswith(CHECKED):
+            ax.scatter(r["seconds_per_genome"], r["partial_spearman"], s=10, color="tab:blue")
+    for s in dict.fromkeys(result["cost_front"] + [result["default"]]):
+        ax.annotate(s, (rows[s]["seconds_per_genome"], rows[s]["partial_spearman"]), fontsize=6)
     ax.set_xlabel("seconds per genome (one thread)", fontsize=8)
-    ax.set_ylabel("within-bin Kendall tau", fontsize=8)
-    ax.set_title("cost against ranking within size bins", fontsize=8)
+    ax.set_ylabel("partial Spearman (size held fixed)", fontsize=8)
+    ax.set_title("cost against ranking beyond size", fontsize=8)
     for ax in axes[len(panels) + 1:]:
         ax.axis("off")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
-def write_report(out: Path, units: Path, prov: dict, full: str | None = None,
-                 panels: list[str] | None = None) -> dict:
-    result = analyse(units)
-    full = full or result["cost_front"][-1]
-    screens = [s for s in result["cost_front"] if s != full][:3]
-    result["halving"] = halving_table(units, screens, full)
+def write_report(out: Path, units: Path, prov: dict, default: str) -> dict:
+    """fidelity.json, fidelity.md and fidelity.png from the units written; `default`: evoprune's default setting."""
+    result = analyse(units, default)
+    result["halving"] = halving_table(units, list(SCREENS), default)
     result["provenance"] = prov
     write_json(out / "fidelity.json", result)
     (out / "fidelity.md").write_text(markdown(result, prov))
-    panels = panels or ["sgd lr=0.02 steps=0 abn=0", "sgd lr=0.02 steps=0 abn=50", "sgd lr=0.02 steps=20 abn=0",
-                        "sgd lr=0.02 steps=20 abn=10", "sgd lr=0.02 steps=40 abn=20", "sgd lr=0.02 steps=100 abn=50"]
+    panels = list(dict.fromkeys(["sgd lr=0.02 steps=0 abn=0", "sgd lr=0.02 steps=0 abn=10", "sgd lr=0.02 steps=20 abn=0",
+                                 "sgd lr=0.02 steps=20 abn=10", default, "sgd lr=0.02 steps=100 abn=10"]))
     plot(result, units, out / "fidelity.png", panels)
     return result
