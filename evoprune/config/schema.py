@@ -138,7 +138,7 @@ class FitnessConfig:
     steps: int = _f(20, lo=0, doc='KD fine-tune steps per individual (0: no fine-tune)')
     batch_size: int = _f(64, lo=1, doc='fine-tune batch size')
     optimizer: Literal["sgd", "adam", "adamw"] = _f("sgd", doc='fine-tune optimiser: `sgd`, `adam`, `adamw`')
-    lr: float = _f(0.02, lo=0, lo_open=True, doc='fine-tune learning rate')
+    lr: float = _f(0.05, lo=0, lo_open=True, doc='fine-tune learning rate')
     momentum: float = _f(0.9, lo=0, hi=1, hi_open=True, doc='SGD momentum')
     weight_decay: float = _f(0.0, lo=0, doc='fine-tune weight decay')
     grad_clip: float = _f(0.0, lo=0, doc='clip the gradient norm at this value (0: no clipping)')
