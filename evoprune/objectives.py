@@ -19,8 +19,8 @@ class Objectives:
     macs_ratio: float
     kd_loss: float  # mean KD loss over the last fine-tune steps (nan when no steps ran)
     seconds: float  # wall time of this evaluation
-    # "ok"; "regressed": the fine-tune ended below the subnet's own score before it (after adaptive BN),
-    # so `accuracy` is that better score; "nonfinite": the fine-tune diverged (then worst accuracy)
+    # "ok"; "regressed": the fine-tune ended below the subnet's own score before it (after adaptive BN);
+    # "nonfinite": the fine-tune diverged (then worst accuracy)
     status: str = "ok"
     accuracy_before: float | None = None  # the score before the fine-tune, after adaptive BN (None: not measured)
     accuracy_after: float | None = None  # the score after it (None: no fine-tune ran, or it diverged)

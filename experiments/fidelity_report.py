@@ -20,12 +20,13 @@ MAIN_VAL = 2  # index of 2,000 validation images, the size the comparison scores
 BOOTSTRAP = 1000
 
 
-CHECKED = " +check"  # the better of the score before the fine-tune (after adaptive BN) and after it
+CHECKED = " +better of before"  # the better of the score before the fine-tune (after adaptive BN) and after it
 
 
 def with_checked(unit: dict) -> dict:
-    """Add each fine-tuned setting's regression-checked form: max(score before, score after), the
-    objective evoprune's fitness reports (a `regressed` fine-tune scores the better one)."""
+    """Add each fine-tuned setting's checked form, max(score before, score after): what a fitness that
+    scored a regressed fine-tune by the better of the two would report. Its cost is that of
+    `fitness.regression_check` (one more recalibration and scoring)."""
     scores = dict(unit["scores"])
     for name, after in unit["scores"].items():
         if name.startswith(("sgd", "adam")) and " steps=0 " not in name and not name.endswith(" abn=0"):
@@ -216,6 +217,15 @@ def markdown(result: dict, prov: dict) -> str:
     lines += ["", f"Fine-tunes that ended below the same subnet's adaptive-BN score before them (of "
               f"{result['n_genomes']}): " + (", ".join(f"`{k}`: {v}" for k, v in regressed.items()) or "none, in any "
                                                "setting with a fine-tune and adaptive BN")]
+    rows = {r["setting"]: r for r in result["rows"] if r["val_images"] == 2000}
+    if default + CHECKED in rows:
+        plain, checked = rows[default], rows[default + CHECKED]
+        lines += ["", f"The default's regression check (`fitness.regression_check`: one more recalibration and "
+                  f"scoring) costs {checked['seconds_per_genome']:.1f} s per genome instead of "
+                  f"{plain['seconds_per_genome']:.1f} s. Scoring a regressed fine-tune by the better of the two "
+                  f"scores would rank with partial Spearman {checked['partial_spearman']:.3f} (regret "
+                  f"{checked['pick_regret_points']:.2f}) against {plain['partial_spearman']:.3f} "
+                  f"({plain['pick_regret_points']:.2f}) for the score after the fine-tune."]
     lines += ["", "Two stages (successive halving): the screen scores every subnet, the best share by non-dominated "
               "rank of (screen score, MACs) get the full setting, the picks come from those:", "",
               "| screen | kept | full | cost vs full alone | regret (pts) | best subnet at a target discarded |",

@@ -401,7 +401,7 @@ def test_the_run_counts_fine_tunes_that_regressed(tmp_path):
     assert rc == 0, err
     rows = _rows(tmp_path, "evaluations.csv")
     regressed = [r for r in rows if r["status"] == "regressed"]
-    assert regressed and all(float(r["accuracy_after"]) < float(r["accuracy_before"]) == float(r["accuracy"])
+    assert regressed and all(float(r["accuracy"]) == float(r["accuracy_after"]) < float(r["accuracy_before"])
                              for r in regressed)
     assert int(_rows(tmp_path, "history.csv")[-1]["regressed"]) == len(regressed)
     assert f"{len(regressed)} of {len(rows)} fine-tunes ended below" in out

@@ -106,7 +106,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     regressed = sum(r.objectives.status == "regressed" for r in state.records)
     if regressed:
         print(f"{regressed} of {len(state.records)} fine-tunes ended below their subnet's score before them (after "
-              f"adaptive BN); each was scored by that better value (status `regressed` in {EVALUATIONS})")
+              f"adaptive BN): status `regressed` in {EVALUATIONS}, with both scores; a lower fitness.lr may suit "
+              f"this task (experiments/fidelity.py measures it)")
     print(f"written: {run_dir}/{FRONT_JSON}, {EVALUATIONS}, {HISTORY}, {PARETO_PLOT}, {HYPERVOLUME_PLOT}")
     return EXIT_OK
 

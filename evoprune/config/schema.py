@@ -144,6 +144,9 @@ class FitnessConfig:
     grad_clip: float = _f(0.0, lo=0, doc='clip the gradient norm at this value (0: no clipping)')
     adaptive_bn: int = _f(10, lo=0, doc=('recalibrate BatchNorm statistics on this many train batches before '
                                          'scoring (0: off)'))
+    regression_check: bool = _f(True, doc=('also score each subnet before its fine-tune (after adaptive BN) and mark'
+                                           ' a fine-tune that ends below it `regressed` (costs one more '
+                                           'recalibration and scoring)'))
     temperature: float = _f(4.0, lo=0, lo_open=True, doc='KD softmax temperature')
     alpha: float = _f(0.9, lo=0, hi=1, doc='weight of the soft (teacher) term; 1 - alpha on the labels')
     kd: Literal[KD_LOSSES] = _f("hinton", doc=('KD loss: `hinton`, `mse`, `smooth_l1`, `feature`, `attention` '

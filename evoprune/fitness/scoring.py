@@ -18,15 +18,16 @@ def objectives(task: StagedTask, n_params: int, macs: int, accuracy: float, kd_l
     """Objectives from measured numbers: sizes as ratios of the parent's; a diverged fine-tune scores worst.
 
     A fine-tune that ended below the subnet's own score before it (`accuracy_before`, after adaptive BN)
-    is `regressed` and scores that better value: both are measured accuracies of the same subnet, and
-    the fall says the short fine-tune failed it, not that the subnet is worse than its starting point."""
+    is marked `regressed`, and keeps its score after the fine-tune: scoring such subnets by the better
+    of the two ranked 40 Fashion-MNIST subnets worse against their final accuracy (partial Spearman
+    0.59 against 0.66, results/fidelity-fmnist), so the fall is reported, not acted on."""
     params_ratio, macs_ratio = n_params / task.parent_n_params, macs / task.parent_macs
     size_ratio = params_ratio if task.size_metric == "params" else macs_ratio
     status, after = "ok", (accuracy if math.isfinite(kd_loss) else None)
     if not finite:
         status, accuracy = "nonfinite", 0.0
     elif accuracy_before is not None and accuracy_before > accuracy:
-        status, accuracy = "regressed", accuracy_before
+        status = "regressed"
     return Objectives(accuracy, n_params, macs, size_ratio, params_ratio, macs_ratio, kd_loss, seconds, status,
                       accuracy_before, after)
 
@@ -37,8 +38,9 @@ def val_accuracy(task: StagedTask, model: nn.Module) -> float:
 
 
 def checks_regression(task: StagedTask) -> bool:
-    """Whether a fine-tune has a score before it to fall below: it runs, and BN is recalibrated."""
-    return bool(task.cfg.steps and task.cfg.adaptive_bn)
+    """Whether a fine-tune is checked against the score before it: asked for, a fine-tune runs, and BN is
+    recalibrated (the score before it is of the recalibrated subnet)."""
+    return bool(task.cfg.regression_check and task.cfg.steps and task.cfg.adaptive_bn)
 
 
 def score_before(task: StagedTask, model: nn.Module) -> float | None:
