@@ -237,6 +237,14 @@ def markdown(result: dict, prov: dict) -> str:
     return "\n".join(lines)
 
 
+def short(setting: str) -> str:
+    """'sgd lr=0.05 steps=20 abn=10' -> 'SGD 0.05, 20 steps, ABN 10'."""
+    if not setting.startswith(("sgd", "adam")):
+        return setting
+    opt, lr, steps, abn = (part.split("=")[-1] for part in setting.split()[:4])
+    return f"{opt.upper() if opt == 'sgd' else 'Adam'} {lr}, {steps} steps, ABN {abn}" + setting[len(" ".join(setting.split()[:4])):]
+
+
 def plot(result: dict, units: Path, path: Path, panels: list[str]) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -244,7 +252,7 @@ def plot(result: dict, units: Path, path: Path, panels: list[str]) -> None:
 
     genomes, proxies, macs, final = columns(units)
     ncol = (len(panels) + 2) // 2
-    fig, axes = plt.subplots(2, ncol, figsize=(4.2 * ncol, 8.4))
+    fig, axes = plt.subplots(2, ncol, figsize=(4.0 * ncol, 8.4), layout="constrained")
     axes = axes.ravel()
     rows = {r["setting"]: r for r in result["rows"] if r["val_images"] == 2000}
     for ax, setting in zip(axes, panels):
@@ -252,8 +260,8 @@ def plot(result: dict, units: Path, path: Path, panels: list[str]) -> None:
                         vmin=np.log10(0.04), vmax=np.log10(0.9))
         r = rows[setting]
         bold = " (default)" if setting == result["default"] else ""
-        ax.set_title(f"{setting}{bold}\nSpearman {r['spearman']:.2f}, partial {r['partial_spearman']:.2f}",
-                     fontsize=8)
+        ax.set_title(f"{short(setting)}{bold}\nSpearman {r['spearman']:.2f}, partial {r['partial_spearman']:.2f}",
+                     fontsize=9)
         ax.set_xlabel("fitness score (validation accuracy)", fontsize=8)
         ax.set_ylabel("final test accuracy", fontsize=8)
     cb = fig.colorbar(sc, ax=axes[:len(panels)].tolist(), shrink=0.6)
@@ -264,8 +272,10 @@ def plot(result: dict, units: Path, path: Path, panels: list[str]) -> None:
     for r in rows.values():
         if not r["setting"].endswith(CHECKED):
             ax.scatter(r["seconds_per_genome"], r["partial_spearman"], s=10, color="tab:blue")
-    for s in dict.fromkeys(result["cost_front"] + [result["default"]]):
-        ax.annotate(s, (rows[s]["seconds_per_genome"], rows[s]["partial_spearman"]), fontsize=6)
+    for s in dict.fromkeys(["size only", result["default"]] + panels):
+        ax.scatter(rows[s]["seconds_per_genome"], rows[s]["partial_spearman"], s=16, color="crimson")
+        ax.annotate(short(s), (rows[s]["seconds_per_genome"], rows[s]["partial_spearman"]), fontsize=6,
+                    textcoords="offset points", xytext=(4, -3))
     ax.set_xlabel("seconds per genome (one thread)", fontsize=8)
     ax.set_ylabel("partial Spearman (size held fixed)", fontsize=8)
     ax.set_title("cost against ranking beyond size", fontsize=8)
