@@ -149,11 +149,17 @@ def main() -> None:
     units.mkdir(parents=True, exist_ok=True)
     overrides = TASKS[args.task] + COMMON + args.set
     parent_dir = Path(args.parent_dir) if args.parent_dir else out / "parent"
+    resolved = load_config(overrides=overrides)  # defaults change between commits: the units record what they used
     setup = {"task": args.task, "overrides": overrides, "parent_dir": str(parent_dir), "budget": args.budget, "targets": list(TARGETS),
-             "final": {"epochs": args.final_epochs, "samples": args.final_samples}, "scalar_lambda": args.scalar_lambda}
+             "final": {"epochs": args.final_epochs, "samples": args.final_samples}, "scalar_lambda": args.scalar_lambda,
+             "fitness": resolved.to_dict()["fitness"], "search": resolved.to_dict()["search"]}
     setup_file = units / "setup.json"
-    if setup_file.is_file() and json.loads(setup_file.read_text()) != setup:
-        sys.exit(f"{units} holds units made with other settings ({setup_file}); choose another --out")
+    if setup_file.is_file() and not args.report:  # --report only reads what the units hold
+        held = json.loads(setup_file.read_text())
+        if held != setup:
+            differ = sorted(k for k in setup.keys() | held.keys() if held.get(k) != setup.get(k))
+            sys.exit(f"{units} holds units made with other settings ({', '.join(differ)} differ; {setup_file}); "
+                     "choose another --out")
     if not setup_file.is_file():
         write_json(setup_file, setup)
     if not args.report:

@@ -82,7 +82,10 @@ def pick_regret(proxy: np.ndarray, final: np.ndarray, macs: np.ndarray, kept: np
 def partial_spearman(proxy: np.ndarray, final: np.ndarray, macs: np.ndarray) -> float:
     """Spearman's correlation of proxy and final accuracy with size held fixed (partial on log MACs):
     how well the proxy ranks beyond what size alone tells, over all genomes."""
-    r = stats.spearmanr(np.column_stack([proxy, final, np.log(macs)])).statistic
+    columns = np.column_stack([proxy, final, np.log(macs)])
+    if (np.ptp(columns, axis=0) == 0).any():  # a constant column (a small resample): no correlation
+        return float("nan")
+    r = stats.spearmanr(columns).statistic
     pf, ps, fs = r[0, 1], r[0, 2], r[1, 2]
     return float((pf - ps * fs) / math.sqrt(max(1e-12, (1 - ps ** 2) * (1 - fs ** 2))))
 
