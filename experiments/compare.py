@@ -53,7 +53,8 @@ TASKS = {
     "digits": ["data.split_seed=0"],
 }
 COMMON = ["search.size_metric=macs", "search.population=16", "search.offspring=16", "search.patience=0"]
-METHODS = ("uniform", "global", "random", "scalar_ga", "evoprune")
+METHODS = ("uniform", "global", "random", "scalar_ga", "evoprune", "evoprune_uniform")
+# evoprune_uniform: evoprune with half its initial population seeded by each criterion's uniform subnets
 TARGETS = (0.10, 0.25, 0.50)
 SWEEP_CRITERIA = ("l1", "l2", "bn_scale", "taylor", "lamp", "fpgm")
 
@@ -88,7 +89,8 @@ def run_method(fitness, method: str, budget: int, seed: int, scalar_lambda: floa
     # every generation adds at most `offspring` evaluations and a stalled one none: `budget` generations bound it
     settings = dataclasses.replace(fitness.cfg.search, mode=mode, max_evaluations=budget, generations=budget,
                                    scalar_lambda=scalar_lambda)
-    state = Search(fitness, progress=False, log=lambda line: None, search=settings).run()
+    population = dataclasses.replace(fitness.cfg.population, uniform=0.5) if method == "evoprune_uniform" else None
+    state = Search(fitness, progress=False, log=lambda line: None, search=settings, population=population).run()
     info = {"generations": state.generation, **({"scalar_lambda": scalar_lambda} if mode == "scalar" else {})}
     return [r.genome for r in state.records], info
 

@@ -11,6 +11,7 @@ from evoprune.evolve import front_indices
 from evoprune.objectives import Objectives
 
 BASELINES = ("uniform", "global", "random", "scalar_ga")
+VARIANTS = ("evoprune_uniform",)  # evoprune with a lever tried (compare.py's METHODS says which); judged like evoprune
 # two-sided 95% Student t quantiles by degrees of freedom (the seeds' mean has few of them)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -56,13 +57,13 @@ def table_rows(searches: list[dict], finals: dict, targets: list[float]) -> list
     return rows
 
 
-def verdicts(rows: list[dict], searches: list[dict], targets: list[float]) -> dict:
-    """Per target: evoprune's margin over the best baseline (mean test accuracy over the seeds where each
+def verdicts(rows: list[dict], searches: list[dict], targets: list[float], candidate: str = "evoprune") -> dict:
+    """Per target: `candidate`'s (evoprune's, or a variant's) margin over the best baseline (mean test accuracy over the seeds where each
     has a pick) and the seeds where it beats every baseline (a baseline without a pick under the target
     loses; evoprune without one loses to all); and the seeds where its hypervolume beats every baseline's.
     `searches` holds only seeds whose every method has finished (write_report drops the others)."""
     seeds = sorted({s["seed"] for s in searches})
-    methods = ("evoprune",) + BASELINES
+    methods = (candidate,) + BASELINES
     out: dict = {"targets": {}, "hypervolume_wins": None}
     test = {(r["seed"], r["method"], r["target"]): r.get("test_accuracy") for r in rows}
     for t in targets:
@@ -73,21 +74,26 @@ def verdicts(rows: list[dict], searches: list[dict], targets: list[float]) -> di
         means = {m: mean(v) for m in methods if (v := [test[(s, m, t)] for s in final if test.get((s, m, t)) is not None])}
         baselines = [m for m in BASELINES if m in means]
         best = max(baselines, key=means.get) if baselines else None
-        wins = [s for s in final if test.get((s, "evoprune", t)) is not None and all(
-            test.get((s, b, t)) is None or test[(s, "evoprune", t)] > test[(s, b, t)] for b in BASELINES)]
-        margin = 100 * (means["evoprune"] - means[best]) if best and "evoprune" in means else None
+        wins = [s for s in final if test.get((s, candidate, t)) is not None and all(
+            test.get((s, b, t)) is None or test[(s, candidate, t)] > test[(s, b, t)] for b in BASELINES)]
+        margin = 100 * (means[candidate] - means[best]) if best and candidate in means else None
         out["targets"][str(t)] = {"seeds": final, "best_baseline": best, "margin_points": margin,
                                   "wins_every_baseline_in_seeds": wins,
                                   "goal_met": len(wins) == len(final) and margin is not None and round(margin, 6) >= 1.0}
     hv = {(s["seed"], s["method"]): s["hypervolume_val"] for s in searches}
     if seeds:
         out["hypervolume_wins"] = {"seeds": seeds, "wins": [s for s in seeds if all(
-            hv[(s, "evoprune")] > hv[(s, b)] for b in BASELINES)]}
+            (s, candidate) in hv and hv[(s, candidate)] > hv[(s, b)] for b in BASELINES)]}
     return out
 
 
+def verdict_of(verdict: dict) -> dict[str, dict]:
+    """evoprune's verdict and each variant's, by name."""
+    return {"evoprune": verdict, **verdict.get("variants", {})}
+
+
 def markdown(meta: dict, setup: dict, parent: dict, searches: list[dict], rows: list[dict], verdict: dict) -> str:
-    methods = [m for m in ("evoprune",) + BASELINES if any(s["method"] == m for s in searches)]
+    methods = [m for m in ("evoprune",) + VARIANTS + BASELINES if any(s["method"] == m for s in searches)]
     seeds = sorted({s["seed"] for s in searches})
     lines = [f"# Search quality on {setup['task']}: evoprune against the baselines at equal evaluations", "",
              f"- Command: `{meta['command']}`", f"- Commit: `{meta['commit']}`, torch {meta['torch']}, "
@@ -133,13 +139,14 @@ def markdown(meta: dict, setup: dict, parent: dict, searches: list[dict], rows: 
                 cells.append(f"{r['test_accuracy']:.4f} [{lo:.3f}, {hi:.3f}] ({r['macs_ratio']:.3f})")
             avg = (f"{mean(accs):.4f}" + (f" ± {seeds_ci(accs):.4f}" if len(accs) > 1 else "")) if accs else "–"
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {avg} |")
-        v = verdict["targets"].get(str(t))
-        if v:
-            margin = "no pick" if v["margin_points"] is None else f"{v['margin_points']:+.2f} points"
-            lines += ["", f"evoprune vs the best baseline ({v['best_baseline']}): {margin} "
-                      f"(mean over seeds {v['seeds']}); above every baseline in seeds "
-                      f"{v['wins_every_baseline_in_seeds'] or 'none'}. Goal (+1 point on average and above in every "
-                      f"seed): **{'met' if v['goal_met'] else 'not met'}**."]
+        for candidate, cv in verdict_of(verdict).items():
+            v = cv["targets"].get(str(t))
+            if v:
+                margin = "no pick" if v["margin_points"] is None else f"{v['margin_points']:+.2f} points"
+                lines += ["", f"{candidate} vs the best baseline ({v['best_baseline']}): {margin} "
+                          f"(mean over seeds {v['seeds']}); above every baseline in seeds "
+                          f"{v['wins_every_baseline_in_seeds'] or 'none'}. Goal (+1 point on average and above in "
+                          f"every seed): **{'met' if v['goal_met'] else 'not met'}**."]
     lines += ["", "## Hypervolume", "", "Of (validation accuracy, MACs ratio) over every evaluated genome, reference "
               "(0, 1), on the validation subset the fitness scores (the split the adaptive methods select on, "
               "which favours them over a fixed sweep).", "",
@@ -147,10 +154,11 @@ def markdown(meta: dict, setup: dict, parent: dict, searches: list[dict], rows: 
     for m in methods:
         hv = {s["seed"]: s["hypervolume_val"] for s in searches if s["method"] == m}
         lines.append(f"| {m} | " + " | ".join(f"{hv[s]:.4f}" if s in hv else "–" for s in seeds) + " |")
-    if verdict["hypervolume_wins"]:
-        w = verdict["hypervolume_wins"]
-        lines += ["", f"evoprune's hypervolume is above every baseline's in seeds {w['wins'] or 'none'} "
-                  f"of {w['seeds']}."]
+    for candidate, cv in verdict_of(verdict).items():
+        if cv["hypervolume_wins"]:
+            w = cv["hypervolume_wins"]
+            lines += ["", f"{candidate}'s hypervolume is above every baseline's in seeds {w['wins'] or 'none'} "
+                      f"of {w['seeds']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -162,7 +170,7 @@ def plot(searches: list[dict], targets: list[float], path: Path, title: str) -> 
 
     seeds = sorted({s["seed"] for s in searches})
     fig, axes = plt.subplots(1, len(seeds), figsize=(max(7.0, 5.2 * len(seeds)), 4.8), squeeze=False, sharey=True)
-    colors = dict(zip(("evoprune",) + BASELINES, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    colors = dict(zip(("evoprune",) + BASELINES + VARIANTS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for ax, seed in zip(axes[0], seeds):
         for s in (s for s in searches if s["seed"] == seed):
             objs = [Objectives.from_json(o) for o in s["objectives"]]
@@ -194,6 +202,9 @@ def write_report(out: Path, units: Path, meta: dict) -> None:
     searches = [s for s in searches if s["seed"] not in partial]
     rows = table_rows(searches, finals, setup["targets"])
     verdict = verdicts(rows, searches, setup["targets"])
+    variants = {m for s in searches for m in [s["method"]] if m in VARIANTS}
+    if variants:
+        verdict["variants"] = {m: verdicts(rows, searches, setup["targets"], m) for m in sorted(variants)}
     write_json(out / "compare.json", {**meta, "setup": setup, "parent": parent, "rows": rows, "verdict": verdict,
                                       "seeds_in_progress": partial,
                                       "searches": [{k: v for k, v in s.items() if k != "objectives"}

@@ -242,3 +242,18 @@ def test_initial_population_in_a_tiny_space_returns_fewer_distinct():
     assert 1 <= len(pop) <= 2 and len(set(keys)) == len(keys)
     for g, _ in pop:
         space.validate(g)
+
+
+def test_uniform_seeds_open_the_initial_population(space):
+    cfg = load_config(overrides=["population.uniform=0.5"]).population
+    pop = initial_population(space, cfg, 16, random.Random(0))
+    assert len({g.key() for g, _ in pop}) == len(pop) == 16
+    uniform = {}  # torch-pruning's uniform sweep, ratios evenly spaced, criteria in turn (duplicates once)
+    for i in range(8):
+        criterion = cfg.criteria[i % len(cfg.criteria)]
+        genome = space.uniform(1.0 - (cfg.ratio_min + (cfg.ratio_max - cfg.ratio_min) * (i + 0.5) / 8), criterion)
+        uniform.setdefault(genome.key(), (genome, criterion))
+    assert pop[:len(uniform)] == list(uniform.values()) and len(uniform) >= 6
+    without = load_config(overrides=["population.uniform=0"]).population
+    assert initial_population(space, without, 16, random.Random(0)) == initial_population(
+        space, load_config().population, 16, random.Random(0))  # the default draws as before

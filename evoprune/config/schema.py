@@ -108,6 +108,9 @@ class PopulationConfig:
                                                               'drawn'))
     ratio_max: float = _f(0.95, lo=0, hi=1, hi_open=True, doc='largest pruning ratio drawn')
     jitter: float = _f(0.1, lo=0, hi=0.5, doc='per-group spread around the drawn ratio')
+    uniform: float = _f(0.0, lo=0, hi=1, doc=("share of the initial population seeded with torch-pruning's uniform "
+                                              'subnets: one ratio for every group (no jitter), ratios evenly over '
+                                              '[ratio_min, ratio_max], criteria in turn'))
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,16 @@ def initial_population(space: SearchSpace, cfg: PopulationConfig, size: int,
                        rng: random.Random) -> list[tuple[Genome, str]]:
     """`size` distinct genomes with the criterion each came from.
 
-    Criteria take turns and ratios are stratified over [ratio_min, ratio_max] (one draw per
-    stratum, strata shuffled), so the population spans small to large subnets for every criterion.
+    The first `cfg.uniform` share are uniform subnets (every group pruned by the same ratio, as
+    torch-pruning's uniform sweep), ratios evenly spaced. For the rest criteria take turns and ratios are
+    stratified over [ratio_min, ratio_max] (one draw per stratum, strata shuffled), so the population
+    spans small to large subnets for every criterion.
     """
+    out = uniform_subnets(space, cfg, round(cfg.uniform * size))
+    seen = {g.key() for g, _ in out}
+    size -= len(out)
     strata = list(range(size))
     rng.shuffle(strata)
-    out: list[tuple[Genome, str]] = []
-    seen: set[str] = set()
     for i in range(size):
         criterion = cfg.criteria[i % len(cfg.criteria)]
         for attempt in range(20):
@@ -32,4 +35,18 @@ def initial_population(space: SearchSpace, cfg: PopulationConfig, size: int,
             continue  # a space too small for `size` distinct genomes: fewer individuals
         seen.add(genome.key())
         out.append((genome, criterion))
+    return out
+
+
+def uniform_subnets(space: SearchSpace, cfg: PopulationConfig, n: int) -> list[tuple[Genome, str]]:
+    """Up to `n` distinct uniform subnets: ratio i of n evenly spaced over [ratio_min, ratio_max], criteria in turn."""
+    out: list[tuple[Genome, str]] = []
+    seen: set[str] = set()
+    for i in range(n):
+        criterion = cfg.criteria[i % len(cfg.criteria)]
+        ratio = cfg.ratio_min + (cfg.ratio_max - cfg.ratio_min) * (i + 0.5) / n
+        genome = space.uniform(1.0 - ratio, criterion)
+        if genome.key() not in seen:
+            seen.add(genome.key())
+            out.append((genome, criterion))
     return out
