@@ -151,10 +151,10 @@ def main() -> None:
     units.mkdir(parents=True, exist_ok=True)
     overrides = TASKS[args.task] + COMMON + args.set
     parent_dir = Path(args.parent_dir) if args.parent_dir else out / "parent"
-    resolved = load_config(overrides=overrides)  # defaults change between commits: the units record what they used
+    resolved = load_config(overrides=overrides).to_dict()  # defaults change between commits: record what was used
     setup = {"task": args.task, "overrides": overrides, "parent_dir": str(parent_dir), "budget": args.budget, "targets": list(TARGETS),
              "final": {"epochs": args.final_epochs, "samples": args.final_samples}, "scalar_lambda": args.scalar_lambda,
-             "fitness": resolved.to_dict()["fitness"], "search": resolved.to_dict()["search"]}
+             "fitness": resolved["fitness"], "search": resolved["search"]}
     setup_file = units / "setup.json"
     if setup_file.is_file() and not args.report:  # --report only reads what the units hold
         held = json.loads(setup_file.read_text())

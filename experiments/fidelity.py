@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from baselines import at_most, macs_ratio
 from compare import COMMON, TASKS, final_unit
-from fidelity_report import write_report
+from fidelity_report import ZERO_COST, setting_name, write_report
 from provenance import provenance
 
 from evoprune import build_fitness, load_config
@@ -130,7 +130,7 @@ def proxy_unit(fitness, genome: Genome, teacher_val: torch.Tensor) -> dict:
                     t0 = time.perf_counter()
                     recalibrate_bn(model, task, abn)  # batch 0 overwrites: the same as recalibrating afresh
                     seconds[f"abn {abn}"] = time.perf_counter() - t0
-                name = f"{optimizer} lr={lr} steps={steps} abn={abn}"
+                name = setting_name(optimizer, lr, steps, abn)
                 if not finite:
                     scores[name] = [0.0] * len(VAL_SIZES)
                     continue
@@ -138,19 +138,27 @@ def proxy_unit(fitness, genome: Genome, teacher_val: torch.Tensor) -> dict:
                 if steps == 0 and abn == ABN[-1] and optimizer == "sgd":
                     kl = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(teacher_val, 1), log_target=True,
                                   reduction="batchmean")
-                    scores["zero-cost: -KL to parent after abn=50"] = [-float(kl)] * len(VAL_SIZES)
+                    scores[ZERO_COST] = [-float(kl)] * len(VAL_SIZES)
     return {"key": genome.key(), "scores": scores, "seconds": seconds, "provenance": provenance(calibrate=False)}
 
 
-def reuse_final(key: str) -> dict | None:
-    """compare.py's final fine-tune of the same genome with the same recipe and seed, if it ran."""
+def reuse_final(args: argparse.Namespace, key: str) -> dict | None:
+    """compare.py's final fine-tune of the same genome with the same recipe and seed, if it ran (its task only)."""
     path = COMPARE / "units" / f"final-seed{FINAL_SEED}-{key}.json"
+    if args.config is not None:
+        return None
     if not path.is_file():
         return None
     unit = json.loads(path.read_text())
     if (unit["epochs"], unit["samples"]) != (FINAL_EPOCHS, FINAL_SAMPLES):
         return None
     return {**unit, "reused_from": str(path.relative_to(ROOT))}
+
+
+def missing(units: Path) -> list[str]:
+    """The unit files genomes.json calls for that are not written yet."""
+    keys = [g["key"] for g in json.loads((units / "genomes.json").read_text())["genomes"]]
+    return [name for k in keys for name in (f"proxy-{k}.json", f"final-{k}.json") if not (units / name).is_file()]
 
 
 def task_settings(args: argparse.Namespace) -> dict:
@@ -166,8 +174,6 @@ def run_shard(args: argparse.Namespace, units: Path, shard: int, n_shards: int) 
     torch.set_num_threads(1)  # one thread per shard: the shards fill the cores, and times are per thread
     task = task_settings(args)
     chosen = units / "genomes.json"
-    if chosen.is_file() and json.loads(chosen.read_text()).get("task", task) != task:
-        sys.exit(f"{units} holds another task's units ({chosen}); choose another --out")
     cfg = load_config(task["config"], task["overrides"])
     data = load_task(cfg)
     parent_dir = args.parent_dir or (units.parent / "parent" if args.config else None)  # trained once, then reused
@@ -187,8 +193,8 @@ def run_shard(args: argparse.Namespace, units: Path, shard: int, n_shards: int) 
             write_json(path, proxy_unit(fitness, genome, teacher_val))
         path = units / f"final-{g['key']}.json"
         if not path.is_file():
-            write_json(path, (args.config is None and reuse_final(g["key"])) or final_unit(fitness, data, genome, FINAL_SEED, FINAL_EPOCHS,
-                                                                   FINAL_SAMPLES))
+            write_json(path, reuse_final(args, g["key"])
+                       or final_unit(fitness, data, genome, FINAL_SEED, FINAL_EPOCHS, FINAL_SAMPLES))
         final = json.loads(path.read_text())
         print(f"[shard {shard}] {i + 1}/{math.ceil((len(genomes) - shard) / n_shards)} {g['origin']:38s} MACs "
               f"{g['macs_ratio']:.3f} -> test {final['test_accuracy']:.4f}", flush=True)
@@ -211,6 +217,9 @@ def main() -> None:
     out = Path(args.out)
     units = out / "units"
     units.mkdir(parents=True, exist_ok=True)
+    chosen, task = units / "genomes.json", task_settings(args)
+    if not args.report and chosen.is_file() and json.loads(chosen.read_text()).get("task", task) != task:
+        sys.exit(f"{units} holds another task's units ({chosen}); choose another --out")
     if args.shard:
         shard, n = (int(s) for s in args.shard.split("/"))
         run_shard(args, units, shard, n)
@@ -218,6 +227,9 @@ def main() -> None:
     if not args.report:
         if not (units / "genomes.json").is_file():
             run_shard(args, units, 0, 1)
+        if not missing(units):  # every unit done: no shard needs to load the task again
+            args.report = True
+    if not args.report:
         here = [sys.executable, __file__, "--out", str(out), "--uniform", str(args.uniform), "--random", str(args.random),
                 *(["--config", args.config] if args.config else []), *[f"--set={o}" for o in args.set],
                 *(["--parent-dir", args.parent_dir] if args.parent_dir else [])]
@@ -225,7 +237,8 @@ def main() -> None:
         if any(p.wait() for p in procs):
             sys.exit("a shard failed (see above); rerun to continue where it stopped")
     f = load_config().fitness
-    write_report(out, units, provenance(calibrate=not args.no_calibration), f"{f.optimizer} lr={f.lr} steps={f.steps} abn={f.adaptive_bn}")
+    write_report(out, units, provenance(calibrate=not args.no_calibration),
+                 setting_name(f.optimizer, f.lr, f.steps, f.adaptive_bn))
     print(f"wrote {out}/fidelity.json, fidelity.md, fidelity.png", flush=True)
 
 

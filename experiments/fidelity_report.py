@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import moocore
@@ -14,7 +15,7 @@ from evoprune.atomic import write_json
 TARGETS = (0.10, 0.25, 0.50)
 BIN = 1.10  # a size bin: two genomes whose MACs differ by at most 10%
 WIDE_BIN = 1.25  # a wider one, for more pairs
-SCREENS = ("sgd lr=0.02 steps=0 abn=10", "sgd lr=0.02 steps=0 abn=50", "zero-cost: -KL to parent after abn=50")
+ZERO_COST = "zero-cost: -KL to parent after abn=50"
 VAL_SIZES = (500, 1000, 2000)
 MAIN_VAL = 2  # index of 2,000 validation images, the size the comparison scores on
 BOOTSTRAP = 1000
@@ -23,36 +24,69 @@ BOOTSTRAP = 1000
 CHECKED = " +better of before"  # the better of the score before the fine-tune (after adaptive BN) and after it
 
 
+def setting_name(optimizer: str, lr: float, steps: int, abn: int) -> str:
+    """A fitness setting's name in the units and tables, e.g. 'sgd lr=0.05 steps=20 abn=10'."""
+    return f"{optimizer} lr={lr} steps={steps} abn={abn}"
+
+
+def parse_setting(name: str) -> tuple[str, str, int, int]:
+    """`setting_name`'s parts (lr as written), from a name with or without CHECKED."""
+    optimizer, lr, steps, abn = name.removesuffix(CHECKED).split()
+    return optimizer, lr.split("=")[1], int(steps.split("=")[1]), int(abn.split("=")[1])
+
+
+BEFORE = lambda abn: setting_name("sgd", 0.02, 0, abn)  # noqa: E731  (no fine-tune: the recipe is moot)
+SCREENS = (BEFORE(10), BEFORE(50), ZERO_COST)
+
+
 def with_checked(unit: dict) -> dict:
     """Add each fine-tuned setting's checked form, max(score before, score after): what a fitness that
     scored a regressed fine-tune by the better of the two would report. Its cost is that of
     `fitness.regression_check` (one more recalibration and scoring)."""
     scores = dict(unit["scores"])
     for name, after in unit["scores"].items():
-        if name.startswith(("sgd", "adam")) and " steps=0 " not in name and not name.endswith(" abn=0"):
-            before = unit["scores"][f"sgd lr=0.02 steps=0 abn={name.split('abn=')[1]}"]
-            scores[name + CHECKED] = [max(b, a) for b, a in zip(before, after)]
+        if name.startswith(("sgd", "adam")) and (parts := parse_setting(name))[2] and parts[3]:
+            scores[name + CHECKED] = [max(b, a) for b, a in zip(unit["scores"][BEFORE(parts[3])], after)]
     return {**unit, "scores": scores}
 
 
-def load(units: Path) -> tuple[list[dict], dict[str, dict], dict[str, dict]]:
+@dataclass(frozen=True)
+class Units:
+    """What fidelity.py wrote, read once: the genomes with both a proxy and a final unit, in order."""
+
+    genomes: list[dict]
+    proxies: dict[str, dict]  # key -> proxy unit (with the checked scores added)
+    finals: dict[str, dict]  # key -> final unit
+    macs: np.ndarray  # each genome's MACs ratio
+    final: np.ndarray  # each genome's final test accuracy
+
+    def scores(self, setting: str, v: int = MAIN_VAL) -> np.ndarray:
+        return np.array([self.proxies[g["key"]]["scores"][setting][v] for g in self.genomes])
+
+    def seconds(self, setting: str, val_size: int = 2000) -> float:
+        """The median measured cost of `setting` per genome."""
+        return float(np.median([cost(setting, self.proxies[g["key"]]["seconds"], val_size) for g in self.genomes]))
+
+
+def load(units: Path) -> Units:
     genomes = json.loads((units / "genomes.json").read_text())["genomes"]
     proxies = {p.stem[len("proxy-"):]: with_checked(json.loads(p.read_text())) for p in units.glob("proxy-*.json")}
     finals = {p.stem[len("final-"):]: json.loads(p.read_text()) for p in units.glob("final-*.json")}
     done = [g for g in genomes if g["key"] in proxies and g["key"] in finals]
-    return done, proxies, finals
+    return Units(done, proxies, finals, np.array([g["macs_ratio"] for g in done]),
+                 np.array([finals[g["key"]]["test_accuracy"] for g in done]))
 
 
 def cost(setting: str, seconds: dict[str, float], val_size: int) -> float:
     """Measured seconds of one genome's setting: its fine-tune, its recalibration, scoring `val_size` images."""
-    if setting.startswith("zero-cost"):
-        return seconds["abn 50"] + seconds["val"] * val_size / VAL_SIZES[-1]
+    scoring = seconds["val"] * val_size / VAL_SIZES[-1]
+    if setting == ZERO_COST:
+        return seconds["abn 50"] + scoring
     if setting == "size only":
         return 0.0
-    checked = setting.endswith(CHECKED)
-    opt, lr, steps, abn = (part.split("=")[-1] for part in setting.removesuffix(CHECKED).split())
-    once = seconds.get(f"abn {abn}", 0.0) + seconds["val"] * val_size / VAL_SIZES[-1]  # recalibrate, score
-    return seconds[f"ft {opt} {lr} {steps}"] + once * (2 if checked else 1)
+    optimizer, lr, steps, abn = parse_setting(setting)
+    once = seconds.get(f"abn {abn}", 0.0) + scoring  # recalibrate, score
+    return seconds[f"ft {optimizer} {lr} {steps}"] + once * (2 if setting.endswith(CHECKED) else 1)
 
 
 def within_bin_tau(proxy: np.ndarray, final: np.ndarray, macs: np.ndarray, ratio: float = BIN) -> tuple[float, int]:
@@ -118,24 +152,9 @@ def halving(screen: np.ndarray, full: np.ndarray, final: np.ndarray, macs: np.nd
             "best_lost": int(sum(not kept[np.flatnonzero(macs <= t)[np.argmax(final[macs <= t])]] for t in TARGETS))}
 
 
-def columns(units: Path) -> tuple[list[dict], dict[str, dict], np.ndarray, np.ndarray]:
-    genomes, proxies, finals = load(units)
-    macs = np.array([g["macs_ratio"] for g in genomes])
-    final = np.array([finals[g["key"]]["test_accuracy"] for g in genomes])
-    return genomes, proxies, macs, final
-
-
-def score_column(genomes: list[dict], proxies: dict[str, dict], setting: str, v: int = MAIN_VAL) -> np.ndarray:
-    return np.array([proxies[g["key"]]["scores"][setting][v] for g in genomes])
-
-
-def seconds(genomes: list[dict], proxies: dict[str, dict], setting: str, val_size: int = 2000) -> float:
-    return float(np.median([cost(setting, proxies[g["key"]]["seconds"], val_size) for g in genomes]))
-
-
-def analyse(units: Path, default: str) -> dict:
-    genomes, proxies, macs, final = columns(units)
-    settings = list(proxies[genomes[0]["key"]]["scores"])
+def analyse(data: Units, default: str) -> dict:
+    genomes, macs, final = data.genomes, data.macs, data.final
+    settings = list(data.proxies[genomes[0]["key"]]["scores"])
     if default not in settings:
         raise ValueError(f"the default fitness ({default}) is not among the settings measured")
     rng = np.random.default_rng(0)
@@ -144,9 +163,8 @@ def analyse(units: Path, default: str) -> dict:
         for v, val_size in enumerate(VAL_SIZES):
             if setting == "size only" and v != MAIN_VAL:
                 continue
-            proxy = macs if setting == "size only" else score_column(genomes, proxies, setting, v)
-            rows.append({"setting": setting, "val_images": val_size,
-                         "seconds_per_genome": seconds(genomes, proxies, setting, val_size),
+            proxy = macs if setting == "size only" else data.scores(setting, v)
+            rows.append({"setting": setting, "val_images": val_size, "seconds_per_genome": data.seconds(setting, val_size),
                          **metrics(proxy, final, macs, rng)})
     main = [r for r in rows if r["val_images"] == VAL_SIZES[MAIN_VAL] and not r["setting"].endswith(CHECKED)]
     front = []  # settings that rank better (size held fixed) than every cheaper one
@@ -156,27 +174,24 @@ def analyse(units: Path, default: str) -> dict:
     regressed = {}  # fine-tunes that left the subnet below its own adaptive-BN score before them
     for setting in settings:
         if setting.endswith(CHECKED):
-            after = score_column(genomes, proxies, setting.removesuffix(CHECKED))
-            regressed[setting.removesuffix(CHECKED)] = int((score_column(genomes, proxies, setting) > after).sum())
-    finals = load(units)[2]
+            after = data.scores(setting.removesuffix(CHECKED))
+            regressed[setting.removesuffix(CHECKED)] = int((data.scores(setting) > after).sum())
     return {"n_genomes": len(genomes), "default": default,
             "genomes": [{**g, "test_accuracy": float(a)} for g, a in zip(genomes, final)],
             "rows": rows, "cost_front": [r["setting"] for r in front], "regressed": regressed,
-            "final_recipe": {k: finals[genomes[0]["key"]][k] for k in ("epochs", "samples", "lr", "batch_size", "kd",
+            "final_recipe": {k: data.finals[genomes[0]["key"]][k] for k in ("epochs", "samples", "lr", "batch_size", "kd",
                                                                       "seed")}}
 
 
-def halving_table(units: Path, screens: list[str], full: str, keeps=(0.25, 0.5)) -> list[dict]:
-    genomes, proxies, macs, final = columns(units)
-    col = lambda s: score_column(genomes, proxies, s)  # noqa: E731
-    full_cost = seconds(genomes, proxies, full)
+def halving_table(data: Units, screens: list[str], full: str, keeps=(0.25, 0.5)) -> list[dict]:
+    full_cost = data.seconds(full)
     out = [{"screen": None, "keep": 1.0, "full": full, "relative_cost": 1.0,
-            "pick_regret_points": pick_regret(col(full), final, macs), "best_lost": 0}]
+            "pick_regret_points": pick_regret(data.scores(full), data.final, data.macs), "best_lost": 0}]
     for screen in screens:
         for keep in keeps:
             out.append({"screen": screen, "keep": keep, "full": full,
-                        "relative_cost": (seconds(genomes, proxies, screen) + keep * full_cost) / full_cost,
-                        **halving(col(screen), col(full), final, macs, keep)})
+                        "relative_cost": (data.seconds(screen) + keep * full_cost) / full_cost,
+                        **halving(data.scores(screen), data.scores(full), data.final, data.macs, keep)})
     return out
 
 
@@ -244,22 +259,22 @@ def short(setting: str) -> str:
     """'sgd lr=0.05 steps=20 abn=10' -> 'SGD 0.05, 20 steps, ABN 10'."""
     if not setting.startswith(("sgd", "adam")):
         return setting
-    opt, lr, steps, abn = (part.split("=")[-1] for part in setting.split()[:4])
-    return f"{opt.upper() if opt == 'sgd' else 'Adam'} {lr}, {steps} steps, ABN {abn}" + setting[len(" ".join(setting.split()[:4])):]
+    optimizer, lr, steps, abn = parse_setting(setting)
+    return (f"{'SGD' if optimizer == 'sgd' else 'Adam'} {lr}, {steps} steps, ABN {abn}"
+            + (CHECKED if setting.endswith(CHECKED) else ""))
 
 
-def plot(result: dict, units: Path, path: Path, panels: list[str]) -> None:
+def plot(result: dict, data: Units, path: Path, panels: list[str]) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    genomes, proxies, macs, final = columns(units)
     ncol = (len(panels) + 2) // 2
     fig, axes = plt.subplots(2, ncol, figsize=(4.0 * ncol, 8.4), layout="constrained")
     axes = axes.ravel()
     rows = {r["setting"]: r for r in result["rows"] if r["val_images"] == 2000}
     for ax, setting in zip(axes, panels):
-        sc = ax.scatter(score_column(genomes, proxies, setting), final, c=np.log10(macs), cmap="viridis", s=18,
+        sc = ax.scatter(data.scores(setting), data.final, c=np.log10(data.macs), cmap="viridis", s=18,
                         vmin=np.log10(0.04), vmax=np.log10(0.9))
         r = rows[setting]
         bold = " (default)" if setting == result["default"] else ""
@@ -290,12 +305,13 @@ def plot(result: dict, units: Path, path: Path, panels: list[str]) -> None:
 
 def write_report(out: Path, units: Path, prov: dict, default: str) -> dict:
     """fidelity.json, fidelity.md and fidelity.png from the units written; `default`: evoprune's default setting."""
-    result = analyse(units, default)
-    result["halving"] = halving_table(units, list(SCREENS), default)
+    data = load(units)
+    result = analyse(data, default)
+    result["halving"] = halving_table(data, list(SCREENS), default)
     result["provenance"] = prov
     write_json(out / "fidelity.json", result)
     (out / "fidelity.md").write_text(markdown(result, prov))
-    panels = list(dict.fromkeys(["sgd lr=0.02 steps=0 abn=0", "sgd lr=0.02 steps=0 abn=10", "sgd lr=0.02 steps=20 abn=0",
-                                 "sgd lr=0.02 steps=20 abn=10", default, "sgd lr=0.02 steps=100 abn=10"]))
-    plot(result, units, out / "fidelity.png", panels)
+    old = lambda steps, abn: setting_name("sgd", 0.02, steps, abn)  # noqa: E731  (the recipe of the old default)
+    panels = list(dict.fromkeys([old(0, 0), old(0, 10), old(20, 0), old(20, 10), default, old(100, 10)]))
+    plot(result, data, out / "fidelity.png", panels)
     return result
