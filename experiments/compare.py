@@ -53,8 +53,17 @@ TASKS = {
     "digits": ["data.split_seed=0"],
 }
 COMMON = ["search.size_metric=macs", "search.population=16", "search.offspring=16", "search.patience=0"]
-METHODS = ("uniform", "global", "random", "scalar_ga", "evoprune", "evoprune_uniform")
-# evoprune_uniform: evoprune with half its initial population seeded by each criterion's uniform subnets
+# evoprune with one lever changed: (search, population) settings -> the lever's; judged like evoprune
+LEVERS = {
+    # half the initial population seeded by each criterion's uniform subnets
+    "evoprune_uniform": lambda search, pop: (search, dataclasses.replace(pop, uniform=0.5)),
+    # population size at equal cost: 8 kept, 8 children, so 48 evaluations make 5 generations instead of 2
+    "evoprune_pop8": lambda search, pop: (dataclasses.replace(search, population=8, offspring=8), pop),
+    # importance criteria only, for the initial population and the mutation's grow/shrink/re-draw (no random ranking)
+    "evoprune_ranked": lambda search, pop: (search, dataclasses.replace(
+        pop, criteria=tuple(c for c in pop.criteria if c != "random"))),
+}
+METHODS = ("uniform", "global", "random", "scalar_ga", "evoprune", *LEVERS)
 TARGETS = (0.10, 0.25, 0.50)
 SWEEP_CRITERIA = ("l1", "l2", "bn_scale", "taylor", "lamp", "fpgm")
 
@@ -89,7 +98,9 @@ def run_method(fitness, method: str, budget: int, seed: int, scalar_lambda: floa
     # every generation adds at most `offspring` evaluations and a stalled one none: `budget` generations bound it
     settings = dataclasses.replace(fitness.cfg.search, mode=mode, max_evaluations=budget, generations=budget,
                                    scalar_lambda=scalar_lambda)
-    population = dataclasses.replace(fitness.cfg.population, uniform=0.5) if method == "evoprune_uniform" else None
+    population = fitness.cfg.population
+    if method in LEVERS:
+        settings, population = LEVERS[method](settings, population)
     state = Search(fitness, progress=False, log=lambda line: None, search=settings, population=population).run()
     info = {"generations": state.generation, **({"scalar_lambda": scalar_lambda} if mode == "scalar" else {})}
     return [r.genome for r in state.records], info

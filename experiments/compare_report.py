@@ -11,7 +11,7 @@ from evoprune.evolve import front_indices
 from evoprune.objectives import Objectives
 
 BASELINES = ("uniform", "global", "random", "scalar_ga")
-VARIANTS = ("evoprune_uniform",)  # evoprune with a lever tried (compare.py's METHODS says which); judged like evoprune
+VARIANTS = ("evoprune_uniform", "evoprune_pop8", "evoprune_ranked")  # evoprune with a lever (compare.py's LEVERS)
 # two-sided 95% Student t quantiles by degrees of freedom (the seeds' mean has few of them)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 

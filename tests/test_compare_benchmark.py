@@ -38,7 +38,8 @@ def test_reduced_comparison_gives_every_method_the_same_evaluations_and_resumes(
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "compare.json").read_text())
     assert result["commit"] and result["torch"] and result["date"] and result["command"].startswith("python ")
-    methods = {"uniform", "global", "random", "scalar_ga", "evoprune", "evoprune_uniform"}
+    methods = {"uniform", "global", "random", "scalar_ga", "evoprune", "evoprune_uniform", "evoprune_pop8",
+               "evoprune_ranked"}
     assert {s["method"] for s in result["searches"]} == methods
     assert {s["evaluations"] for s in result["searches"]} == {BUDGET}
     for s in result["searches"]:
