@@ -92,18 +92,21 @@ def verdict_of(verdict: dict) -> dict[str, dict]:
     return {"evoprune": verdict, **verdict.get("variants", {})}
 
 
-def markdown(meta: dict, setup: dict, parent: dict, searches: list[dict], rows: list[dict], verdict: dict) -> str:
+def markdown(meta: dict, setup: dict, parent: dict, searches: list[dict], rows: list[dict], verdict: dict,
+             finals: dict) -> str:
     methods = [m for m in ("evoprune",) + VARIANTS + BASELINES if any(s["method"] == m for s in searches)]
     seeds = sorted({s["seed"] for s in searches})
     lines = [f"# Search quality on {setup['task']}: evoprune against the baselines at equal evaluations", "",
              f"- Command: `{meta['command']}`", f"- Commit: `{meta['commit']}`, torch {meta['torch']}, "
              f"{meta['machine']['cpu']} ({meta['machine']['cores']} cores), {meta['date']}",
              f"- Calibration: {meta.get('calibration')}",
-             f"- Units (searches, final fine-tunes) made at commit(s) "
-             f"{', '.join(sorted({u['provenance']['commit'] for u in searches if 'provenance' in u})) or '–'}",
+             f"- Searches made at commit(s) "
+             f"{', '.join(sorted({u['provenance']['commit'] for u in searches if 'provenance' in u})) or '–'}; "
+             f"final fine-tunes at {', '.join(sorted({f['provenance']['commit'] for f in finals.values()})) or '–'}",
              f"- Config overrides: `{' '.join(setup['overrides'])}`",
              f"- Budget: {setup['budget']} fitness evaluations per method and seed (asserted); final KD fine-tune of "
-             f"every pick: {setup['final']['epochs']} epoch(s) on {setup['final']['samples']} train images, the same "
+             f"every pick: {setup['final']['epochs']} epoch(s) on {setup['final']['samples']} train images at lr "
+             f"{setup['final'].get('lr', 'distill.lr')}, the same "
              "recipe and seed for all", ""]
     if parent:
         lines += [f"Parent: test accuracy {parent['test_accuracy']:.4f} on {parent['n_test']} test images, "
@@ -209,7 +212,7 @@ def write_report(out: Path, units: Path, meta: dict) -> None:
                                       "seeds_in_progress": partial,
                                       "searches": [{k: v for k, v in s.items() if k != "objectives"}
                                                    for s in searches]})
-    text = markdown(meta, setup, parent, searches, rows, verdict)
+    text = markdown(meta, setup, parent, searches, rows, verdict, finals)
     if partial:
         text += f"\nSeed(s) {', '.join(map(str, partial))}: not every method has finished; their units are kept, not shown.\n"
     write_text(out / "compare.md", text)
