@@ -18,6 +18,7 @@ STREAMS: dict[str, tuple[int, int]] = {
     "distill.augment": (1061, 1000),  # student i's augmentation draws
     "baseline.random": (1000, 0),  # experiments/compare.py: the random-genome baseline
     "fidelity.genomes": (1009, 0),  # experiments/fidelity.py: the sizes and widths of its genomes
+    "user.stage": (2003, 1),  # Fitness.from_model: the staged rows of the user's data (0: train, 1: val)
 }
 
 

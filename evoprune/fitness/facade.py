@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
-from evoprune.config import Config
+from evoprune.config import Config, load_config
 from evoprune.config.streams import stream_seed
 from evoprune.data.task import TaskData, load_data
+from evoprune.data.user import CALIBRATION_SAMPLES, user_task
 from evoprune.fitness.evaluators import choose_evaluator
 from evoprune.fitness.precision import check_channels_last, resolve_device
 from evoprune.fitness.recipe import finetune_and_recalibrate
@@ -105,6 +107,15 @@ class Fitness:
         self.space.validate(genome)
         return materialise(self.parent, genome, self.example_input)
 
+    @classmethod
+    def from_model(cls, model: nn.Module, train: Any, val: Any, config: Config | str | Path | None = None) -> "Fitness":
+        """A Fitness of any trained classifier `model` (deep-copied; never trained, changed or moved) on your
+        own data: `train` and `val` are map-style Datasets of (input tensor, class index) items or (x, y)
+        tensor pairs. Only the fitness' subsets are read (`fitness.finetune_samples` train rows, at least
+        256, and `fitness.val_samples` validation rows), by index, so a Dataset's length costs nothing.
+        `config`: a Config, a YAML path, or None for the defaults (its data and parent sections are unused)."""
+        return user_fitness(model, train, val, config)
+
     def parent_summary(self) -> dict:
         return {"accuracy": self.parent_accuracy, "n_params": self.parent_n_params, "macs": self.parent_macs}
 
@@ -116,8 +127,37 @@ def build_fitness(cfg: Config, run_dir: str | Path | None = None, progress: bool
     if data is None:
         data = load_data(cfg.data, cfg.seed, channels=parent_channels(cfg))  # grayscale -> 3 for torchvision
     parent, meta = get_parent(cfg, data, run_dir, progress=progress)
+    return Fitness(cfg, data, parent, trace_space(cfg, data, parent), meta)
+
+
+def trace_space(cfg: Config, data: TaskData, parent: nn.Module) -> SearchSpace:
+    """The parent's search space, its data-dependent rankings (Taylor) scored on a seeded train batch."""
     gen = torch.Generator().manual_seed(stream_seed(cfg.seed, "space.calibration"))
-    calib = torch.randperm(len(data.train_y), generator=gen)[:256]
-    space = build_space(parent, data.example_input(), cfg.space, cfg.population.criteria,
-                        data.train_x[calib], data.train_y[calib])
-    return Fitness(cfg, data, parent, space, meta)
+    calib = torch.randperm(len(data.train_y), generator=gen)[:CALIBRATION_SAMPLES]
+    return build_space(parent, data.example_input(), cfg.space, cfg.population.criteria,
+                       data.train_x[calib], data.train_y[calib])
+
+
+def user_fitness(model: nn.Module, train: Any, val: Any, config: Config | str | Path | None = None) -> Fitness:
+    """`Fitness.from_model`: a Fitness of a user's trained classifier on their own train and val data."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model is {type(model).__name__}, expected a torch.nn.Module")
+    if isinstance(config, (str, Path)):
+        config = load_config(config)
+    cfg = config if config is not None else load_config()
+    if not isinstance(cfg, Config):
+        raise TypeError(f"config is {type(cfg).__name__}, expected an evoprune Config, a YAML path or None")
+    torch.manual_seed(stream_seed(cfg.seed, "torch.global"))
+    data = user_task(train, val, max(cfg.fitness.finetune_samples, CALIBRATION_SAMPLES),
+                     cfg.fitness.val_samples or None, cfg.seed)
+    parent = copy.deepcopy(model).cpu().eval()  # the user's model is neither changed nor moved
+    with torch.no_grad():
+        logits = parent(data.train_x[:2])
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"model must return class logits of shape (batch, classes); on a batch of 2 it returned {shape}")
+    if logits.shape[1] < data.n_classes:
+        raise ValueError(f"model has {logits.shape[1]} outputs but the data have labels up to {data.n_classes - 1}")
+    data = replace(data, n_classes=int(logits.shape[1]))
+    meta = {"source": "user model", "class": f"{type(model).__module__}.{type(model).__qualname__}"}
+    return Fitness(cfg, data, parent, trace_space(cfg, data, parent), meta)

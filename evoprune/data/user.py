@@ -1,0 +1,72 @@
+"""A user's own data (torch Datasets or `(x, y)` tensors) staged as TaskData by indexing, never whole."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from evoprune.config.streams import stream_seed
+from evoprune.data.task import TaskData
+
+CALIBRATION_SAMPLES = 256  # train rows the space's importance rankings are computed on (build_fitness's)
+
+
+def _pair(item: Any, what: str, row: int) -> tuple[torch.Tensor, int]:
+    """One Dataset item as (input tensor, integer label), or a one-line error naming the row."""
+    if not isinstance(item, (tuple, list)) or len(item) < 2:
+        raise TypeError(f"{what}[{row}] is {type(item).__name__}, expected an (input, label) pair")
+    x, y = item[0], item[1]
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what}[{row}]'s input is {type(x).__name__}, expected a tensor (give the Dataset a "
+                        "transform such as torchvision's ToTensor())")
+    label = torch.as_tensor(y)
+    if label.numel() != 1 or label.is_floating_point() or label.is_complex():
+        raise TypeError(f"{what}[{row}]'s label is {y!r}, expected one integer class index")
+    return x, int(label)
+
+
+def stage(data: Any, n: int | None, seed: int, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to `n` samples of `data` (a map-style Dataset of (input, label) items, or an (x, y) pair of
+    tensors) as float32 inputs and int64 labels: all of it when it is no longer, else a seeded random
+    subset. A Dataset is indexed at the chosen rows only, so its length costs nothing."""
+    tensors = isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)
+    if not tensors and not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        raise TypeError(f"{what} is {type(data).__name__}, expected a torch Dataset (with __len__ and __getitem__) "
+                        "or an (x, y) pair of tensors")
+    length = len(data[0]) if tensors else len(data)
+    if tensors and len(data[1]) != length:
+        raise ValueError(f"{what}: x has {length} rows but y has {len(data[1])}")
+    if length == 0:
+        raise ValueError(f"{what} is empty")
+    if n is None or n >= length:
+        rows = torch.arange(length)
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        rows = torch.randperm(length, generator=gen)[:n].sort().values
+    if tensors:
+        x, y = data[0][rows], data[1][rows]
+        if y.is_floating_point() or y.dim() != 1:
+            raise TypeError(f"{what}: y is {tuple(y.shape)} {y.dtype}, expected one integer class index per row")
+    else:
+        pairs = [_pair(data[int(i)], what, int(i)) for i in rows]
+        shapes = {tuple(x.shape) for x, _ in pairs}
+        if len(shapes) > 1:
+            raise ValueError(f"{what}'s inputs differ in shape ({', '.join(map(str, sorted(shapes)[:3]))}): resize "
+                             "them to one shape")
+        x = torch.stack([x for x, _ in pairs])
+        y = torch.tensor([label for _, label in pairs])
+    if int(y.min()) < 0:
+        raise ValueError(f"{what} has a negative label ({int(y.min())}); labels are class indices from 0")
+    return x.float(), y.long()
+
+
+def user_task(train: Any, val: Any, n_train: int, n_val: int | None, seed: int) -> TaskData:
+    """TaskData from a user's train and validation data, `n_train` and `n_val` (None: all) samples staged.
+    It holds no test split (the search never reads one): final reports on test take the user's data."""
+    train_x, train_y = stage(train, n_train, stream_seed(seed, "user.stage", 0), "train")
+    val_x, val_y = stage(val, n_val, stream_seed(seed, "user.stage", 1), "val")
+    if train_x.shape[1:] != val_x.shape[1:]:
+        raise ValueError(f"train inputs are {tuple(train_x.shape[1:])} but val inputs {tuple(val_x.shape[1:])}")
+    n_classes = int(max(train_y.max(), val_y.max())) + 1
+    return TaskData(name="user", train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y,
+                    test_x=val_x[:0], test_y=val_y[:0], n_classes=n_classes)
