@@ -116,5 +116,7 @@ def test_a_model_that_is_not_a_classifier_is_refused(digits):
         Fitness.from_model(nn.Conv2d(1, 4, 3), train, val, load_config(overrides=CFG))
     with pytest.raises(ValueError, match="3 outputs but the data have labels up to 9"):
         Fitness.from_model(GateNet(classes=3), train, val, load_config(overrides=CFG))
+    with pytest.raises(ValueError, match=r"model failed on a batch of train inputs of shape \(2, 1, 8, 8\): RuntimeError"):
+        Fitness.from_model(nn.Sequential(nn.Flatten(), nn.Linear(3, 10)), train, val, load_config(overrides=CFG))
     with pytest.raises(TypeError, match="expected a torch.nn.Module"):
         Fitness.from_model("resnet18", train, val)

@@ -151,11 +151,17 @@ def user_fitness(model: nn.Module, train: Any, val: Any, config: Config | str | 
     data = user_task(train, val, max(cfg.fitness.finetune_samples, CALIBRATION_SAMPLES),
                      cfg.fitness.val_samples or None, cfg.seed)
     parent = copy.deepcopy(model).cpu().eval()  # the user's model is neither changed nor moved
-    with torch.no_grad():
-        logits = parent(data.train_x[:2])
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != 2:
+    probe = data.train_x[:2]
+    try:
+        with torch.no_grad():
+            logits = parent(probe)
+    except Exception as err:  # the user's forward: its own error type, re-raised with what it was given
+        raise ValueError(f"model failed on a batch of train inputs of shape {tuple(probe.shape)}: "
+                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != len(probe):
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"model must return class logits of shape (batch, classes); on a batch of 2 it returned {shape}")
+        raise ValueError(f"model must return class logits of shape (batch, classes); on a batch of {len(probe)} it "
+                         f"returned {shape}")
     if logits.shape[1] < data.n_classes:
         raise ValueError(f"model has {logits.shape[1]} outputs but the data have labels up to {data.n_classes - 1}")
     data = replace(data, n_classes=int(logits.shape[1]))
