@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 
+from evoprune.config.imports import import_path_problem, is_import_path
+
 BUILTIN_ARCHS = ("simple_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
 # torchvision models that are tested to build, trace and prune; any other torchvision classification
 # model name is accepted too (it works where torch-pruning can trace it).
@@ -19,7 +21,7 @@ def torchvision_archs() -> list[str]:
 
 
 def is_torchvision(arch: str) -> bool:
-    return arch not in BUILTIN_ARCHS
+    return arch not in BUILTIN_ARCHS and not is_import_path(arch)
 
 
 def known_archs() -> list[str]:
@@ -30,6 +32,8 @@ def arch_problem(arch: str) -> str | None:
     """None if `arch` names a known architecture, else a message with a "did you mean" suggestion."""
     if arch in BUILTIN_ARCHS:
         return None
+    if is_import_path(arch):
+        return import_path_problem(arch)
     known = known_archs()
     if arch in known:
         return None
@@ -37,7 +41,7 @@ def arch_problem(arch: str) -> str | None:
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
     return (f"expected one of {', '.join(BUILTIN_ARCHS)} (built in) or a torchvision classification model "
             f"({', '.join(TESTED_TORCHVISION)}, ... {len(known) - len(BUILTIN_ARCHS)} in all: "
-            f"torchvision.models.list_models()), got {arch!r}{hint}")
+            f"torchvision.models.list_models()) or an import path my_pkg.models:build, got {arch!r}{hint}")
 
 
 def input_channels(arch: str) -> int | None:

@@ -19,6 +19,8 @@ def _describe(tp: Any) -> str:
         return " or ".join(_describe(a) for a in typing.get_args(tp))
     if origin in (list, tuple):
         return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false",
             type(None): "null"}.get(tp, str(tp))
 
@@ -45,6 +47,10 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise bad
         return tuple(_coerce(f"{key}[{i}]", v, typing.get_args(tp)[0]) for i, v in enumerate(value))
+    if origin is dict:  # keyword arguments for the user's code: its own values, only the keys are checked
+        if not isinstance(value, dict) or not all(isinstance(k, str) and k.isidentifier() for k in value):
+            raise ConfigError(key, f"expected a mapping of argument names to values, got {short(value)}")
+        return dict(value)
     if tp is type(None):
         if value is not None:
             raise bad

@@ -102,9 +102,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             fields = {f.name: f for f in dataclasses.fields(cls)} if cls is not None else {}
             if part in fields:
                 tp = typing.get_type_hints(cls)[part]
-                if not dataclasses.is_dataclass(tp):
+                if dict in [typing.get_origin(t) for t in (tp, *typing.get_args(tp))]:
+                    cls = None  # a mapping setting (parent.kwargs): its keys are the user's
+                elif not dataclasses.is_dataclass(tp):
                     raise ConfigError(".".join(path), f"'{where}' is a setting, not a section")
-                cls = tp
+                else:
+                    cls = tp
             else:
                 cls = None  # unknown: reported with its suggestions when the result is validated
             node = node.setdefault(part, {})

@@ -25,17 +25,30 @@ def check_rules(cfg: Config) -> None:
 def _check_parent_and_data(cfg: Config) -> None:
     """parent.arch against the known names (with a suggestion); settings that only fit some archs."""
     from evoprune.config.archs import BUILTIN_ARCHS, arch_problem
+    from evoprune.config.imports import import_path_problem, is_import_path
 
     problem = arch_problem(cfg.parent.arch)
     if problem:
         raise ConfigError("parent.arch", problem)
     builtin = cfg.parent.arch in BUILTIN_ARCHS
-    if builtin and cfg.parent.pretrained != "none":
+    own_arch = is_import_path(cfg.parent.arch)
+    if (builtin or own_arch) and cfg.parent.pretrained != "none":
         raise ConfigError("parent.pretrained", f"ImageNet weights exist for torchvision architectures only, "
                                                f"not for {cfg.parent.arch}; use none")
     if not builtin and cfg.parent.width is not None:
         raise ConfigError("parent.width", f"applies to the built-in architectures only, not to {cfg.parent.arch}; "
                                           f"use null")
+    if cfg.parent.kwargs is not None and not own_arch:
+        raise ConfigError("parent.kwargs", f"applies to an import-path parent.arch (my_pkg.models:build) only, not to "
+                                           f"{cfg.parent.arch}; use null")
+    if cfg.data.name == "python":
+        if not cfg.data.factory:
+            raise ConfigError("data.factory", "required for data.name=python (an import path like my_pkg.data:make)")
+        problem = import_path_problem(cfg.data.factory)
+        if problem:
+            raise ConfigError("data.factory", problem)
+    elif cfg.data.factory is not None:
+        raise ConfigError("data.factory", f"applies to data.name=python only, not to {cfg.data.name}; use null")
     if cfg.data.name == "imagefolder" and not cfg.data.root:
         raise ConfigError("data.root", "required for data.name=imagefolder (a directory of class subfolders)")
 

@@ -44,9 +44,14 @@ def _f(default: Any, *, lo: float | None = None, hi: float | None = None,
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: Literal["digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder"] = _f(
+    name: Literal["digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder", "python"] = _f(
         "digits", doc=('dataset: `digits` (ships with scikit-learn), `cifar10`, `cifar100`, `mnist`, '
-                       '`fashion_mnist` (torchvision), `imagefolder` (see [Parents and data](#parents-and-data))'))
+                       '`fashion_mnist` (torchvision), `imagefolder`, `python` (your own, from `data.factory`; see '
+                       '[Parents and data](#parents-and-data))'))
+    factory: str | None = _f(None, doc=('`data.name: python`: import path `my_pkg.data:make` of a callable returning '
+                                        '(train, val, test), each a Dataset of (input tensor, class index) items or '
+                                        'an (x, y) pair of tensors, used as given (no splitting, resizing or '
+                                        'normalising)'))
     root: str | None = _f(None, doc=('dataset directory (null: `./data` for the torchvision datasets; required '
                                      'for `imagefolder`)'))
     download: bool = _f(True, doc='download a missing torchvision dataset into `data.root`')
@@ -73,7 +78,9 @@ class ParentConfig:
     arch: str = _f("simple_cnn", doc=('parent architecture: `simple_cnn`, `resnet20`/`32`/`44`/`56`/`110` '
                                       '(CIFAR-style), or any torchvision classification model, e.g. `resnet18`, '
                                       '`resnet34`, `resnet50`, `googlenet`, `mobilenet_v2`, `vgg11_bn`, '
-                                      '`vgg16_bn`'))
+                                      '`vgg16_bn`, or your own: an import path `my_pkg.models:build` of a callable '
+                                      'returning the nn.Module (keyword arguments from `parent.kwargs`)'))
+    kwargs: dict[str, Any] | None = _f(None, doc='keyword arguments of an import-path `parent.arch` (a mapping)')
     width: int | None = _f(None, lo=4, doc='base channel width of the built-in architectures (null: standard)')
     pretrained: Literal["none", "imagenet"] = _f("none", doc=('`imagenet`: start a torchvision parent from its '
                                                               "ImageNet weights (torchvision's DEFAULT)"))

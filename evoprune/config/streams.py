@@ -18,7 +18,8 @@ STREAMS: dict[str, tuple[int, int]] = {
     "distill.augment": (1061, 1000),  # student i's augmentation draws
     "baseline.random": (1000, 0),  # experiments/compare.py: the random-genome baseline
     "fidelity.genomes": (1009, 0),  # experiments/fidelity.py: the sizes and widths of its genomes
-    "user.stage": (2003, 1),  # Fitness.from_model: the staged rows of the user's data (0: train, 1: val)
+    "user.stage": (2003, 1),  # the staged rows of a user's data: Fitness.from_model's train 0, val 1;
+    # data.factory's train 2, val 3, test 4
 }
 
 

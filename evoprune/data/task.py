@@ -10,7 +10,7 @@ models): an `expand`ed view, so the 3 channels cost no memory. Validation is car
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -21,40 +21,12 @@ from evoprune.config.streams import stream_seed
 from evoprune.data.disk_sources import imagefolder_source, torchvision_source
 from evoprune.data.preprocess import Preprocessing
 from evoprune.data.sources import TORCHVISION_DATASETS, Source, digits_source
+from evoprune.data.taskdata import TaskData
+from evoprune.data.user import factory_task
 
-AUGMENT_AUTO = {"digits": "none", "mnist": "crop"}  # every other dataset: crop_flip
+__all__ = ["TaskData", "load_data", "load_task", "augment_batch", "augment_policy", "split_seed"]
 
-@dataclass
-class TaskData:
-    """A classification task held as tensors; test is kept for final reports, never for selection.
-
-    The x tensors may be `expand`ed views (grayscale repeated to 3 channels): index or copy them,
-    never write into them in place.
-    """
-
-    name: str
-    train_x: torch.Tensor  # (N, C, H, W) float32, normalised
-    train_y: torch.Tensor  # (N,) int64
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    n_classes: int
-    augment: str = "none"  # parent-training augmentation policy: none, crop, flip, crop_flip
-    class_names: list[str] | None = None
-    preprocessing: Preprocessing | None = None  # how an 8-bit image file becomes an input like these
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
-
-    def example_input(self, batch: int = 1) -> torch.Tensor:
-        return torch.zeros((batch, *self.input_shape))
-
-    def describe(self) -> dict:
-        return {"name": self.name, "input_shape": list(self.input_shape), "n_classes": self.n_classes,
-                "n_train": len(self.train_y), "n_val": len(self.val_y), "n_test": len(self.test_y),
-                "augment": self.augment}
-
+AUGMENT_AUTO = {"digits": "none", "mnist": "crop", "python": "none"}  # every other dataset: crop_flip
 
 def stratified_split(y: np.ndarray, val_fraction: float, test_fraction: float,
                      seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -157,6 +129,8 @@ def load_data(cfg: DataConfig, seed: int, channels: int | None = None) -> TaskDa
     is repeated to 3 channels (a view); other mismatches are an error.
     """
     seed = split_seed(cfg, seed)
+    if cfg.name == "python":  # the user's own splits, as given
+        return replace(factory_task(cfg, seed, channels), augment=augment_policy(cfg))
     src = _source(cfg)
     where = _splits(cfg, src.labels, seed)
     caps = {"train": cfg.max_train_samples, "val": cfg.max_eval_samples, "test": cfg.max_eval_samples}

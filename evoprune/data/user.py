@@ -1,12 +1,15 @@
-"""A user's own data (torch Datasets or `(x, y)` tensors) staged as TaskData by indexing, never whole."""
+"""A user's own data (torch Datasets or `(x, y)` tensors, given in Python or by `data.factory`) staged as
+TaskData by indexing the rows it needs."""
 from __future__ import annotations
 
 from typing import Any
 
 import torch
 
+from evoprune.config import ConfigError, DataConfig
+from evoprune.config.imports import call
 from evoprune.config.streams import stream_seed
-from evoprune.data.task import TaskData
+from evoprune.data.taskdata import TaskData
 
 CALIBRATION_SAMPLES = 256  # train rows the space's importance rankings are computed on (build_fitness's)
 
@@ -70,3 +73,34 @@ def user_task(train: Any, val: Any, n_train: int, n_val: int | None, seed: int) 
     n_classes = int(max(train_y.max(), val_y.max())) + 1
     return TaskData(name="user", train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y,
                     test_x=val_x[:0], test_y=val_y[:0], n_classes=n_classes)
+
+
+def factory_task(cfg: DataConfig, seed: int, channels: int | None) -> TaskData:
+    """`data.name: python`: the (train, val, test) that `data.factory` returns, staged whole (up to the
+    `data.max_*_samples` caps, seeded subsets), as given: no splitting, resizing or normalising.
+    `channels`: what the parent needs; grayscale is repeated to it (a view), as for the built-in sources."""
+    splits = call(cfg.factory, "data.factory")
+    if not isinstance(splits, (tuple, list)) or len(splits) != 3:
+        raise ConfigError("data.factory", f"{cfg.factory} returned {type(splits).__name__}, expected (train, val, test)")
+    caps = (cfg.max_train_samples, cfg.max_eval_samples, cfg.max_eval_samples)
+    staged = {}
+    for i, (name, part, cap) in enumerate(zip(("train", "val", "test"), splits, caps)):
+        try:
+            x, y = stage(part, cap or None, stream_seed(seed, "user.stage", 2 + i), f"{cfg.factory}'s {name}")
+        except (TypeError, ValueError) as exc:
+            raise ConfigError("data.factory", str(exc)) from None
+        if x.dim() != 4:
+            raise ConfigError("data.factory", f"{cfg.factory}'s {name} inputs are {tuple(x.shape[1:])}, expected "
+                                              "images (channels, height, width)")
+        if channels is not None and x.shape[1] != channels:
+            if x.shape[1] != 1:
+                raise ConfigError("data.factory", f"{name} inputs have {x.shape[1]} channels; the parent needs {channels}")
+            x = x.expand(-1, channels, -1, -1)
+        staged[name] = (x, y)
+    shapes = {tuple(x.shape[1:]) for x, _ in staged.values()}
+    if len(shapes) > 1:
+        raise ConfigError("data.factory", f"the splits' inputs differ in shape: {', '.join(map(str, sorted(shapes)))}")
+    n_classes = int(max(int(y.max()) for _, y in staged.values())) + 1
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = staged.values()
+    return TaskData(name="python", train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, test_x=test_x,
+                    test_y=test_y, n_classes=n_classes, class_names=[str(c) for c in range(n_classes)])

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from evoprune.config import ConfigError
 from evoprune.config.archs import BUILTIN_ARCHS, arch_problem, torchvision_archs
+from evoprune.config.imports import call, is_import_path
 
 
 class BasicBlock(nn.Module):
@@ -123,13 +126,20 @@ def torchvision_model(arch: str, n_classes: int, pretrained: bool = False) -> nn
 
 
 def build_model(arch: str, n_classes: int, in_channels: int, width: int | None = None,
-                pretrained: bool = False) -> nn.Module:
+                pretrained: bool = False, kwargs: dict[str, Any] | None = None) -> nn.Module:
     """Instantiate a parent architecture with a fresh head for `n_classes` (width None: its standard).
 
     Built-in architectures take any number of input channels; torchvision models take 3 (grayscale
     data are repeated to 3 channels by the data loader, see data.load_data). `pretrained` loads the
-    torchvision ImageNet weights (DEFAULT) before the head is replaced.
+    torchvision ImageNet weights (DEFAULT) before the head is replaced. An import path
+    (`my_pkg.models:build`) is called with `kwargs` and must return an nn.Module: the user's own,
+    head included (its outputs are checked against `n_classes` by the parent's first forward).
     """
+    if is_import_path(arch):
+        model = call(arch, "parent.arch", kwargs)
+        if not isinstance(model, nn.Module):
+            raise ConfigError("parent.arch", f"{arch} returned a {type(model).__name__}, not a torch.nn.Module")
+        return model
     if arch == "simple_cnn":
         return simple_cnn(n_classes, in_channels, width or 32)
     if arch in BUILTIN_ARCHS:

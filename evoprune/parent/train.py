@@ -34,7 +34,8 @@ def build_parent(parent_cfg: ParentConfig, data_shape: tuple[int, ...], n_classe
     `pretrained` (and configured): whoever loads a state_dict over it next (a cache, parent.weights, a run)
     needs no download."""
     use_imagenet = pretrained and parent_cfg.pretrained == "imagenet"
-    return build_model(parent_cfg.arch, n_classes, data_shape[0], parent_cfg.width, pretrained=use_imagenet)
+    return build_model(parent_cfg.arch, n_classes, data_shape[0], parent_cfg.width, pretrained=use_imagenet,
+                       kwargs=parent_cfg.kwargs)
 
 
 def parent_channels(cfg: Config) -> int | None:
@@ -80,18 +81,26 @@ def check_input_size(model: nn.Module, data: TaskData, arch: str) -> None:
     """One forward of the task's input shape, so that too small images fail here, clearly, not mid-training."""
     try:
         with torch.no_grad():
-            model.eval()(data.example_input(2))
+            out = model.eval()(data.example_input(2))
     except RuntimeError as exc:
         shape = "x".join(map(str, data.input_shape))
         raise ConfigError("data.image_size", f"parent.arch={arch} cannot take {shape} inputs "
                                              f"({' '.join(str(exc).split())[:120]}); set data.image_size "
                                              f"(e.g. 32) to resize the images") from None
+    # the built-in heads are made for the task; a user's own model (an import path) brings its own
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] < data.n_classes:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError("parent.arch", f"{arch} must return class logits of shape (batch, {data.n_classes}) for "
+                                         f"this data; on a batch of 2 it returned {got}")
 
 
 def _fingerprint(cfg: Config) -> dict:
     """What the cached parent depends on; a cache with another fingerprint is retrained."""
     d = cfg.data
-    return {"arch": cfg.parent.arch, "width": cfg.parent.width, "pretrained": cfg.parent.pretrained,
+    # keys that only the user's own code has are present only when set: caches made before them stay valid
+    own = {**({"kwargs": cfg.parent.kwargs} if cfg.parent.kwargs is not None else {}),
+           **({"data_factory": d.factory} if d.factory is not None else {})}
+    return {**own, "arch": cfg.parent.arch, "width": cfg.parent.width, "pretrained": cfg.parent.pretrained,
             "frozen_epochs": frozen_epochs(cfg), "epochs": cfg.parent.epochs, "patience": cfg.parent.patience,
             "lr": cfg.parent.lr, "batch_size": cfg.parent.batch_size, "seed": cfg.seed,
             "data": d.name, "data_root": str(Path(d.root).expanduser().absolute()) if d.root else None,

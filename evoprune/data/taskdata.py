@@ -1,0 +1,40 @@
+"""TaskData: a classification task's splits as tensors, the plain data every later stage reads."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from evoprune.data.preprocess import Preprocessing
+
+
+@dataclass
+class TaskData:
+    """A classification task held as tensors; test is kept for final reports, never for selection.
+
+    The x tensors may be `expand`ed views (grayscale repeated to 3 channels): index or copy them,
+    never write into them in place.
+    """
+
+    name: str
+    train_x: torch.Tensor  # (N, C, H, W) float32, normalised
+    train_y: torch.Tensor  # (N,) int64
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    n_classes: int
+    augment: str = "none"  # parent-training augmentation policy: none, crop, flip, crop_flip
+    class_names: list[str] | None = None
+    preprocessing: Preprocessing | None = None  # how an 8-bit image file becomes an input like these
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        return torch.zeros((batch, *self.input_shape))
+
+    def describe(self) -> dict:
+        return {"name": self.name, "input_shape": list(self.input_shape), "n_classes": self.n_classes,
+                "n_train": len(self.train_y), "n_val": len(self.val_y), "n_test": len(self.test_y),
+                "augment": self.augment}
