@@ -235,3 +235,41 @@ def test_proof_passes_with_adaptive_bn(tiny_overrides):
     fitness = build_fitness(load_config(overrides=tiny_overrides + ["fitness.adaptive_bn=2", "evaluator.kind=batched"]),
                             progress=False)
     assert fitness.evaluator_info["kind"] == "batched", fitness.evaluator_info
+
+
+class _DenseNet(nn.Module):
+    """DenseNet's pattern: each layer's output is concatenated to its input, and the next layer's
+    BatchNorm normalises the concatenation, so channel slices of one BatchNorm belong to different groups."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+        self.norm1, self.conv1 = nn.BatchNorm2d(8), nn.Conv2d(8, 6, 3, padding=1, bias=False)
+        self.norm2, self.conv2 = nn.BatchNorm2d(14), nn.Conv2d(14, 6, 3, padding=1, bias=False)
+        self.norm3 = nn.BatchNorm2d(20)
+        self.fc = nn.Linear(20, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.cat([x, self.conv1(torch.relu(self.norm1(x)))], 1)
+        x = torch.cat([x, self.conv2(torch.relu(self.norm2(x)))], 1)
+        return self.fc(torch.relu(self.norm3(x)).mean((2, 3)))
+
+
+def test_densenet_shared_batchnorm_passes_the_batched_proof():
+    cfg = load_config(overrides=TINY + ["evaluator.kind=batched", "fitness.device=cpu"])
+    data = load_data(cfg.data, cfg.seed)
+    torch.manual_seed(0)
+    parent = _DenseNet()
+    with torch.no_grad():  # BatchNorm statistics and affine terms away from their defaults
+        for m in parent.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.5, 0.5)
+    parent.eval()
+    space = build_space(parent, data.example_input(), cfg.space, ["l1", "l2"], data.train_x[:32], data.train_y[:32])
+    shared = [mp.name for mp in mask_plan(parent, data.example_input())]
+    assert any(shared.count(n) > 1 for n in shared)  # the case at hand: one parameter, several groups
+    fitness = Fitness(cfg, data, parent, space)
+    assert fitness.evaluator_info["kind"] == "batched", fitness.evaluator_info
+    assert fitness.evaluator_info["max_logit_diff"]["forward"] < 1e-4

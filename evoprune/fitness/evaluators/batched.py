@@ -105,7 +105,9 @@ class BatchedEvaluator:
             shape = self.params[mp.name].shape
             n = shape[mp.dim]
             n_root = self.space.group(mp.group).n_channels
-            m = torch.zeros(len(genomes), n)
+            # ones outside this group's slice: a parameter that several groups share (a BatchNorm after a
+            # concat, as in DenseNet) gets one entry per group, and their masks are multiplied
+            m = torch.ones(len(genomes), n)
             for i, g in enumerate(genomes):
                 keep_root = torch.zeros(n_root, dtype=torch.bool)
                 keep_root[list(g[mp.group])] = True
