@@ -163,7 +163,13 @@ def test_fitness_options_run_both_ways(option):
             build_fitness(load_config(overrides=TINY + [option]), progress=False)
         return
     fitness = build_fitness(load_config(overrides=TINY + [option, "evaluator.kind=batched"]), progress=False)
-    assert fitness.evaluator_info["kind"] == "batched"  # the proof runs in fp32 whatever the precision
+    info = fitness.evaluator_info
+    if option == "fitness.channels_last=true" and info["kind"] == "sequential":
+        # where channels_last does not crash, vmap's channels_last CPU kernels may still not match the pruned
+        # network (torch 2.14.1 on an Intel Xeon: 1.29 after 3 fine-tune steps): the proof catches it
+        assert "not exact" in info["reason"], info
+    else:
+        assert info["kind"] == "batched"  # the proof runs in fp32 whatever the precision
     g = fitness.space.uniform(0.5)
     b = fitness([g])[0]
     s = _sequential(fitness).evaluate([g])[0]
