@@ -62,13 +62,14 @@ def verdicts(rows: list[dict], searches: list[dict], targets: list[float], candi
     has a pick) and the seeds where it beats every baseline (a baseline without a pick under the target
     loses; evoprune without one loses to all); and the seeds where its hypervolume beats every baseline's.
     `searches` holds only seeds whose every method has finished (write_report drops the others)."""
-    seeds = sorted({s["seed"] for s in searches})
+    # only the seeds the candidate ran: a lever tried on fewer seeds is compared on those alone
+    seeds = sorted({s["seed"] for s in searches if s["method"] == candidate})
     methods = (candidate,) + BASELINES
     out: dict = {"targets": {}, "hypervolume_wins": None}
     test = {(r["seed"], r["method"], r["target"]): r.get("test_accuracy") for r in rows}
     for t in targets:
         final = [s for s in seeds if not any("key" in r and "test_accuracy" not in r for r in rows
-                                             if r["seed"] == s and r["target"] == t)]  # every pick fine-tuned
+                                             if r["seed"] == s and r["target"] == t and r["method"] in methods)]
         if not final:
             continue
         means = {m: mean(v) for m in methods if (v := [test[(s, m, t)] for s in final if test.get((s, m, t)) is not None])}
