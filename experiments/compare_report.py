@@ -11,7 +11,6 @@ from evoprune.evolve import front_indices
 from evoprune.objectives import Objectives
 
 BASELINES = ("uniform", "global", "random", "scalar_ga")
-VARIANTS = ("evoprune_uniform", "evoprune_pop8", "evoprune_ranked")  # evoprune with a lever (compare.py's LEVERS)
 # two-sided 95% Student t quantiles by degrees of freedom (the seeds' mean has few of them)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -88,6 +87,11 @@ def verdicts(rows: list[dict], searches: list[dict], targets: list[float], candi
     return out
 
 
+def variants(searches: list[dict]) -> list[str]:
+    """The methods in the units that are evoprune with a lever (compare.py's LEVERS): neither evoprune nor a baseline."""
+    return sorted({s["method"] for s in searches} - {"evoprune", *BASELINES})
+
+
 def verdict_of(verdict: dict) -> dict[str, dict]:
     """evoprune's verdict and each variant's, by name."""
     return {"evoprune": verdict, **verdict.get("variants", {})}
@@ -95,7 +99,7 @@ def verdict_of(verdict: dict) -> dict[str, dict]:
 
 def markdown(meta: dict, setup: dict, parent: dict, searches: list[dict], rows: list[dict], verdict: dict,
              finals: dict) -> str:
-    methods = [m for m in ("evoprune",) + VARIANTS + BASELINES if any(s["method"] == m for s in searches)]
+    methods = [m for m in ["evoprune", *variants(searches), *BASELINES] if any(s["method"] == m for s in searches)]
     seeds = sorted({s["seed"] for s in searches})
     lines = [f"# Search quality on {setup['task']}: evoprune against the baselines at equal evaluations", "",
              f"- Command: `{meta['command']}`", f"- Commit: `{meta['commit']}`, torch {meta['torch']}, "
@@ -174,7 +178,7 @@ def plot(searches: list[dict], targets: list[float], path: Path, title: str) -> 
 
     seeds = sorted({s["seed"] for s in searches})
     fig, axes = plt.subplots(1, len(seeds), figsize=(max(7.0, 5.2 * len(seeds)), 4.8), squeeze=False, sharey=True)
-    colors = dict(zip(("evoprune",) + BASELINES + VARIANTS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    colors = dict(zip(["evoprune", *BASELINES, *variants(searches)], plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for ax, seed in zip(axes[0], seeds):
         for s in (s for s in searches if s["seed"] == seed):
             objs = [Objectives.from_json(o) for o in s["objectives"]]
@@ -206,9 +210,8 @@ def write_report(out: Path, units: Path, meta: dict) -> None:
     searches = [s for s in searches if s["seed"] not in partial]
     rows = table_rows(searches, finals, setup["targets"])
     verdict = verdicts(rows, searches, setup["targets"])
-    variants = {m for s in searches for m in [s["method"]] if m in VARIANTS}
-    if variants:
-        verdict["variants"] = {m: verdicts(rows, searches, setup["targets"], m) for m in sorted(variants)}
+    if variants(searches):
+        verdict["variants"] = {m: verdicts(rows, searches, setup["targets"], m) for m in variants(searches)}
     write_json(out / "compare.json", {**meta, "setup": setup, "parent": parent, "rows": rows, "verdict": verdict,
                                       "seeds_in_progress": partial,
                                       "searches": [{k: v for k, v in s.items() if k != "objectives"}

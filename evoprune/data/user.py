@@ -11,8 +11,6 @@ from evoprune.config.imports import call
 from evoprune.config.streams import stream_seed
 from evoprune.data.taskdata import TaskData
 
-CALIBRATION_SAMPLES = 256  # train rows the space's importance rankings are computed on (build_fitness's)
-
 
 def _pair(item: Any, what: str, row: int) -> tuple[torch.Tensor, int]:
     """One Dataset item as (input tensor, integer label), or a one-line error naming the row."""
@@ -63,16 +61,24 @@ def stage(data: Any, n: int | None, seed: int, what: str) -> tuple[torch.Tensor,
     return x.float(), y.long()
 
 
+def _task(name: str, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> TaskData:
+    """TaskData from staged (x, y) splits, train first; every split's inputs shaped like train's."""
+    (train_x, train_y), *rest = splits.values()
+    for split, (x, _) in list(splits.items())[1:]:
+        if len(x) and x.shape[1:] != train_x.shape[1:]:
+            raise ValueError(f"train inputs are {tuple(train_x.shape[1:])} but {split} inputs {tuple(x.shape[1:])}")
+    n_classes = int(max(int(y.max()) for _, y in splits.values() if len(y))) + 1
+    (val_x, val_y), (test_x, test_y) = rest
+    return TaskData(name=name, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, test_x=test_x,
+                    test_y=test_y, n_classes=n_classes, class_names=[str(c) for c in range(n_classes)])
+
+
 def user_task(train: Any, val: Any, n_train: int, n_val: int | None, seed: int) -> TaskData:
     """TaskData from a user's train and validation data, `n_train` and `n_val` (None: all) samples staged.
     It holds no test split (the search never reads one): final reports on test take the user's data."""
-    train_x, train_y = stage(train, n_train, stream_seed(seed, "user.stage", 0), "train")
+    train_xy = stage(train, n_train, stream_seed(seed, "user.stage", 0), "train")
     val_x, val_y = stage(val, n_val, stream_seed(seed, "user.stage", 1), "val")
-    if train_x.shape[1:] != val_x.shape[1:]:
-        raise ValueError(f"train inputs are {tuple(train_x.shape[1:])} but val inputs {tuple(val_x.shape[1:])}")
-    n_classes = int(max(train_y.max(), val_y.max())) + 1
-    return TaskData(name="user", train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y,
-                    test_x=val_x[:0], test_y=val_y[:0], n_classes=n_classes)
+    return _task("user", {"train": train_xy, "val": (val_x, val_y), "test": (val_x[:0], val_y[:0])})
 
 
 def factory_task(cfg: DataConfig, seed: int, channels: int | None) -> TaskData:
@@ -84,23 +90,17 @@ def factory_task(cfg: DataConfig, seed: int, channels: int | None) -> TaskData:
         raise ConfigError("data.factory", f"{cfg.factory} returned {type(splits).__name__}, expected (train, val, test)")
     caps = (cfg.max_train_samples, cfg.max_eval_samples, cfg.max_eval_samples)
     staged = {}
-    for i, (name, part, cap) in enumerate(zip(("train", "val", "test"), splits, caps)):
-        try:
+    try:
+        for i, (name, part, cap) in enumerate(zip(("train", "val", "test"), splits, caps)):
             x, y = stage(part, cap or None, stream_seed(seed, "user.stage", 2 + i), f"{cfg.factory}'s {name}")
-        except (TypeError, ValueError) as exc:
-            raise ConfigError("data.factory", str(exc)) from None
-        if x.dim() != 4:
-            raise ConfigError("data.factory", f"{cfg.factory}'s {name} inputs are {tuple(x.shape[1:])}, expected "
-                                              "images (channels, height, width)")
-        if channels is not None and x.shape[1] != channels:
-            if x.shape[1] != 1:
-                raise ConfigError("data.factory", f"{name} inputs have {x.shape[1]} channels; the parent needs {channels}")
-            x = x.expand(-1, channels, -1, -1)
-        staged[name] = (x, y)
-    shapes = {tuple(x.shape[1:]) for x, _ in staged.values()}
-    if len(shapes) > 1:
-        raise ConfigError("data.factory", f"the splits' inputs differ in shape: {', '.join(map(str, sorted(shapes)))}")
-    n_classes = int(max(int(y.max()) for _, y in staged.values())) + 1
-    (train_x, train_y), (val_x, val_y), (test_x, test_y) = staged.values()
-    return TaskData(name="python", train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, test_x=test_x,
-                    test_y=test_y, n_classes=n_classes, class_names=[str(c) for c in range(n_classes)])
+            if x.dim() != 4:
+                raise ValueError(f"{cfg.factory}'s {name} inputs are {tuple(x.shape[1:])}, expected images "
+                                 "(channels, height, width)")
+            if channels is not None and x.shape[1] != channels:
+                if x.shape[1] != 1:
+                    raise ValueError(f"{name} inputs have {x.shape[1]} channels; the parent needs {channels}")
+                x = x.expand(-1, channels, -1, -1)
+            staged[name] = (x, y)
+        return _task("python", staged)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("data.factory", str(exc)) from None

@@ -13,7 +13,7 @@ from torch import nn
 from evoprune.config import Config, load_config
 from evoprune.config.streams import stream_seed
 from evoprune.data.task import TaskData, load_data
-from evoprune.data.user import CALIBRATION_SAMPLES, user_task
+from evoprune.data.user import user_task
 from evoprune.fitness.evaluators import choose_evaluator
 from evoprune.fitness.precision import check_channels_last, resolve_device
 from evoprune.fitness.recipe import finetune_and_recalibrate
@@ -28,6 +28,8 @@ from evoprune.pruning.materialise import materialise
 from evoprune.pruning.space import SearchSpace
 
 __all__ = ["Fitness", "build_fitness"]
+
+CALIBRATION_SAMPLES = 256  # train rows the space's data-dependent rankings (Taylor) are computed on
 
 
 class Fitness:
