@@ -22,5 +22,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "genome": ("Genome",),
     "objectives": ("Objectives",),
     "run": ("Run", "load_run"),
+    "run.python_search": ("search",),
     "pruning": ("SearchSpace",),
 })

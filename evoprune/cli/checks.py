@@ -14,12 +14,8 @@ from evoprune.cli.errors import UsageError, as_path, one_line, os_error
 from evoprune.config import (ConfigError, apply_overrides, config_from_dict, load_config, parse_override, read_yaml,
                              short)
 from evoprune.run.files import CONFIG, RUN_FILES, RUN_MARKERS
-from evoprune.run.writer import CheckpointError, RunWriter
+from evoprune.run.writer import RESUME_OVERRIDABLE, CheckpointError, RunWriter, flatten, resume_changes
 
-RESUME_OVERRIDABLE = ("search.generations", "search.max_evaluations", "search.patience", "search.min_gain")
-# May differ between config.yaml and a checkpoint: the resume budget, and `evaluator.kind`, which a
-# resume replaces by the evaluator the run actually used (see pin_evaluator).
-RESUME_MAY_DIFFER = RESUME_OVERRIDABLE + ("evaluator.kind",)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -80,43 +76,18 @@ def config_difference(run_dir: Path, cfg: Any) -> str | None:
     return None
 
 
-def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix.rstrip("."): d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(flatten(v, f"{prefix}{k}."))
-    return out
-
-
 def check_same_config(run_dir: Path, cfg_dict: dict[str, Any], saved: Any) -> None:
     """A resume must continue the very run: config.yaml may differ only in the resumable keys."""
     if not isinstance(saved, dict):
         return  # a checkpoint written before configs were stored in it
+    changed = resume_changes(saved, cfg_dict)
     now, then = flatten(cfg_dict), flatten(saved)
-    changed = [k for k in then if k in now and k not in RESUME_MAY_DIFFER and now[k] != then[k]]
     if changed:
         k = changed[0]
         raise UsageError(f"--resume {run_dir}: {CONFIG} no longer matches the run's checkpoint "
                          f"({k}: {short(then[k])} in the checkpoint, {short(now[k])} in {CONFIG}"
                          f"{f', and {len(changed) - 1} more' if len(changed) > 1 else ''}); "
                          f"restore it, or start a new run")
-
-
-def pin_evaluator(cfg: Any, used: Any) -> Any:
-    """The config with the evaluator the checkpointed run used, if recorded.
-
-    The batched and sequential evaluators agree only to float rounding, so a resume that chose
-    differently from the run it continues (`evaluator.kind: auto` decides by the device, and the
-    rule may change between versions) would not continue it exactly. The recorded kind is reused.
-    """
-    section = getattr(cfg, "evaluator", None)
-    if not isinstance(used, str) or section is None or getattr(section, "kind", None) == used:
-        return cfg
-    try:
-        return config_from_dict(apply_overrides(cfg.to_dict(), [f"evaluator.kind={used}"]))
-    except ConfigError:  # an evaluator this version does not know: let the config decide
-        return cfg
 
 
 def check_device(cfg: Any) -> None:
@@ -262,13 +233,17 @@ def load_run_arg(text: str, flag: str) -> Any:
 
     run_dir = as_path(text, flag)
     try:
-        return load_run(run_dir)
+        run = load_run(run_dir)
     except FileNotFoundError:
         raise
     except OSError as exc:
         raise UsageError(os_error(exc)) from None
     except (ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"{run_dir}: damaged run files ({exc.__class__.__name__}: {one_line(exc, 120)})") from None
+    problem = run.data_problem()  # every command that loads a run reads its data
+    if problem:
+        raise UsageError(f"{flag}: {problem}")
+    return run
 
 
 def check_pick(run: Any, k: int | None, flag: str) -> None:

@@ -6,14 +6,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from evoprune.cli.checks import check_device, pin_evaluator, search_inputs
+from evoprune.cli.checks import check_device, search_inputs
 from evoprune.cli.errors import (EXIT_FAILED, EXIT_OK, UsageError, as_path, os_error, paragraph, shell_command,
                                  stop_code, stop_word)
 from evoprune.config import ConfigError, config_from_dict, load_config, read_yaml, save_config
 from evoprune.errors import RunFailed
 from evoprune.run.files import (CONFIG, EVALUATIONS, FAILED_GENOME, FRONT_JSON, HISTORY, HYPERVOLUME_PLOT,
                                 PARENT_META, PARENT_WEIGHTS, PARETO_PLOT)
-from evoprune.run.writer import CheckpointError, RunWriter
+from evoprune.run.writer import CheckpointError, RunWriter, pin_evaluator
 
 
 def start_again_command(args: argparse.Namespace, run_dir: Path) -> str:

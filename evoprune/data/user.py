@@ -2,6 +2,7 @@
 TaskData by indexing the rows it needs."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -81,26 +82,35 @@ def user_task(train: Any, val: Any, n_train: int, n_val: int | None, seed: int) 
     return _task("user", {"train": train_xy, "val": (val_x, val_y), "test": (val_x[:0], val_y[:0])})
 
 
+def given_task(splits: Any, caps: tuple[int, int, int], seed: int, channels: int | None, name: str,
+               images: bool) -> TaskData:
+    """TaskData from a user's (train, val, test), each staged whole up to its cap (0: all; else a seeded
+    subset), as given: no splitting, resizing or normalising. `channels`: what the parent needs; grayscale
+    is repeated to it (a view). `images`: every split must hold (channels, height, width) inputs.
+    TypeError/ValueError naming `name` and the split."""
+    if not isinstance(splits, (tuple, list)) or len(splits) != 3:
+        raise TypeError(f"{name} returned {type(splits).__name__}, expected (train, val, test)")
+    staged = {}
+    for i, (split, part, cap) in enumerate(zip(("train", "val", "test"), splits, caps)):
+        x, y = stage(part, cap or None, stream_seed(seed, "user.stage", 2 + i), f"{name}'s {split}")
+        if images and x.dim() != 4:
+            raise ValueError(f"{name}'s {split} inputs are {tuple(x.shape[1:])}, expected images "
+                             "(channels, height, width)")
+        if channels is not None and x.shape[1] != channels:
+            if x.shape[1] != 1:
+                raise ValueError(f"{split} inputs have {x.shape[1]} channels; the parent needs {channels}")
+            x = x.expand(-1, channels, -1, -1)
+        staged[split] = (x, y)
+    return _task(name, staged)
+
+
 def factory_task(cfg: DataConfig, seed: int, channels: int | None) -> TaskData:
     """`data.name: python`: the (train, val, test) that `data.factory` returns, staged whole (up to the
     `data.max_*_samples` caps, seeded subsets), as given: no splitting, resizing or normalising.
     `channels`: what the parent needs; grayscale is repeated to it (a view), as for the built-in sources."""
     splits = call(cfg.factory, "data.factory")
-    if not isinstance(splits, (tuple, list)) or len(splits) != 3:
-        raise ConfigError("data.factory", f"{cfg.factory} returned {type(splits).__name__}, expected (train, val, test)")
     caps = (cfg.max_train_samples, cfg.max_eval_samples, cfg.max_eval_samples)
-    staged = {}
     try:
-        for i, (name, part, cap) in enumerate(zip(("train", "val", "test"), splits, caps)):
-            x, y = stage(part, cap or None, stream_seed(seed, "user.stage", 2 + i), f"{cfg.factory}'s {name}")
-            if x.dim() != 4:
-                raise ValueError(f"{cfg.factory}'s {name} inputs are {tuple(x.shape[1:])}, expected images "
-                                 "(channels, height, width)")
-            if channels is not None and x.shape[1] != channels:
-                if x.shape[1] != 1:
-                    raise ValueError(f"{name} inputs have {x.shape[1]} channels; the parent needs {channels}")
-                x = x.expand(-1, channels, -1, -1)
-            staged[name] = (x, y)
-        return _task("python", staged)
+        return replace(given_task(splits, caps, seed, channels, cfg.factory, images=True), name="python")
     except (TypeError, ValueError) as exc:
         raise ConfigError("data.factory", str(exc)) from None

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from evoprune.atomic import atomic_write, write_json
 from evoprune.config import Config, DistillConfig
 from evoprune.config.streams import stream_seed
-from evoprune.data.task import TaskData, augment_batch, augment_policy, load_task
+from evoprune.data.task import TaskData, augment_batch, augment_policy
 from evoprune.deploy.metrics import deployment_metrics
 from evoprune.fitness import resolve_device
 from evoprune.config.vocab import FEATURE_KD_LOSSES
@@ -32,7 +32,7 @@ def augment_kind(cfg: Config, input_shape: tuple[int, ...]) -> str:
     MNIST-like digits, crop_flip for natural images)."""
     if cfg.distill.augment != "auto":
         return cfg.distill.augment
-    if min(input_shape[-2:]) < 16:
+    if len(input_shape) != 3 or min(input_shape[-2:]) < 16:  # not images (a user's own data), or tiny ones
         return "none"
     return augment_policy(cfg.data)
 
@@ -186,7 +186,7 @@ def run_distill(run: Run, cfg: Config, pick: int, pick2: int | None = None, prog
     d = cfg.distill
     check_second_student(d, pick2)
     torch.manual_seed(stream_seed(cfg.seed, "torch.global"))
-    data = load_task(cfg)
+    data = run.task_data()  # the configured data, or a search from Python's given data
     device = resolve_device(cfg.fitness.device)
     teacher = run.parent()
     student = run.subnet(pick, "finetuned")  # where the front's figure came from

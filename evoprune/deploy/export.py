@@ -2,13 +2,16 @@
 
 The export reloads from plain data and tensors only: `load_exported(DIR)` builds the parent architecture from
 the stored config (no parent weights needed), materialises the genome (the same pruned shapes) and
-loads `subnet.pt` with `weights_only=True`.
+loads `subnet.pt` with `weights_only=True`. A search from Python (`evoprune.search`) has no config that builds
+its parent, so its export also holds the pruned module pickled whole (`subnet_module.pt`), which needs the
+user's class importable where it is loaded.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import json
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from evoprune.run.reader import Run
 from evoprune.run.files import DEFAULT_WEIGHTS
 
 SUBNET, GENOME, EXPORT, METRICS = "subnet.pt", "genome.json", "export.json", "metrics.json"
+SUBNET_MODULE = "subnet_module.pt"  # the pruned module pickled whole: a search from Python's export
 TORCHSCRIPT, ONNX = "subnet.torchscript.pt", "subnet.onnx"
 ONNX_PACKAGES = ("onnx", "onnxscript")
 
@@ -60,7 +64,14 @@ def load_exported(directory: str | Path) -> nn.Module:
     cfg = config_from_dict(meta["config"])
     genome = Genome.from_json(json.loads((d / GENOME).read_text()))
     shape = tuple(meta["input_shape"])
-    model = materialise(build_parent(cfg.parent, shape, meta["n_classes"]).eval(), genome, torch.zeros((1, *shape)))
+    if meta["files"].get("module"):  # a user's own class: rebuilt by pickle, its weights checked below
+        try:
+            model = torch.load(d / meta["files"]["module"], map_location="cpu", weights_only=False)
+        except (AttributeError, ImportError, pickle.UnpicklingError) as err:
+            raise ValueError(f"{d / meta['files']['module']} holds a pruned {meta['parent']['arch']}, which cannot "
+                             f"be loaded here ({type(err).__name__}: {err}); import the module defining it first") from None
+    else:
+        model = materialise(build_parent(cfg.parent, shape, meta["n_classes"]).eval(), genome, torch.zeros((1, *shape)))
     state = torch.load(d / SUBNET, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     if meta.get("preprocessing"):
@@ -86,19 +97,27 @@ def export(run: Run, pick: int, out: str | Path, weights: str = DEFAULT_WEIGHTS,
     model = run.subnet(pick, weights).eval()
     val_accuracy = run.val_accuracy(model)
     parent_weights = run.parent_weights
-    data = run.fitness().data  # loaded once, for the validation check above and the test split here
+    data = run.task_data()  # the test split here (loaded once with the validation check above)
     out.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {
         "pick": pick, "weights": weights, "genome_key": run.genome(pick).key(),
         "val_accuracy": val_accuracy, "front_val_accuracy": run.front[pick]["accuracy"],
         "input_shape": list(run.task["input_shape"]), "n_classes": run.task["n_classes"],
-        "class_names": data.class_names, "preprocessing": data.preprocessing.to_json(),
+        "class_names": data.class_names, "preprocessing": data.preprocessing.to_json() if data.preprocessing else None,
         "parent": {"run_dir": str(run.dir.resolve()), "weights": str(parent_weights.resolve()),
-                   "sha256": sha256(parent_weights), "arch": run.config.parent.arch},
+                   "sha256": sha256(parent_weights),
+                   "arch": run.python["model_class"] if run.python else run.config.parent.arch},
         "config": run.config.to_dict(), "torch": torch.__version__,
         "files": {"state_dict": SUBNET, "genome": GENOME, "metrics": METRICS},
     }
     atomic_write(out / SUBNET, lambda fh: torch.save(model.state_dict(), fh), binary=True)
+    if run.python is not None:
+        try:
+            atomic_write(out / SUBNET_MODULE, lambda fh: torch.save(model, fh), binary=True)
+        except (pickle.PicklingError, AttributeError, TypeError) as err:
+            raise ValueError(f"{run.python['model_class']} cannot be pickled ({type(err).__name__}: {err}), so "
+                             "its pruned copy cannot be exported: define the class at a module's top level") from None
+        meta["files"]["module"] = SUBNET_MODULE
     write_json(out / GENOME, run.genome(pick).to_json())
     write_json(out / EXPORT, meta)
 

@@ -181,7 +181,7 @@ def front_metrics(run_dir: str, picks: list[int] | None = None, runs: int = 20,
     from evoprune.run.reader import load_run  # the run's parent and data: torch-pruning only when asked
 
     run = load_run(run_dir)
-    data = run.fitness().data  # the same data the members' validation accuracy is measured on
+    data = run.task_data()  # the test split: the configured data's, or the data given to a search from Python
     picks = list(range(len(run.front))) if picks is None else picks
     doc: dict[str, Any] = {"split": "test", "weights": weights,
                            "parent": deployment_metrics(run.parent(), data.test_x, data.test_y, data.n_classes,

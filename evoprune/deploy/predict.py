@@ -39,8 +39,9 @@ class ImageClassifier:
         self.model = load_exported(d)
         self.preprocess = getattr(self.model, "preprocess", None)
         if self.preprocess is None:
-            raise NoPreprocessing(f"{d}/{EXPORT} holds no preprocessing (an export made before evoprune recorded it); "
-                             f"export the front member again")
+            raise NoPreprocessing(f"{d}/{EXPORT} holds no preprocessing: its data were given as tensors "
+                                  "(data.factory, evoprune.search), which evoprune did not prepare from image files, "
+                                  "or it was exported before evoprune recorded it (export it again)")
         n_classes = json.loads((d / EXPORT).read_text())["n_classes"]
         self.class_names = self.preprocess.class_names or [str(c) for c in range(n_classes)]
 

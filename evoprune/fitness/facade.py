@@ -27,7 +27,7 @@ from evoprune.pruning.importance import build_space
 from evoprune.pruning.materialise import materialise
 from evoprune.pruning.space import SearchSpace
 
-__all__ = ["Fitness", "build_fitness"]
+__all__ = ["Fitness", "build_fitness", "user_config", "user_parent_and_data"]
 
 CALIBRATION_SAMPLES = 256  # train rows the space's data-dependent rankings (Taylor) are computed on
 
@@ -142,17 +142,30 @@ def trace_space(cfg: Config, data: TaskData, parent: nn.Module) -> SearchSpace:
 
 def user_fitness(model: nn.Module, train: Any, val: Any, config: Config | str | Path | None = None) -> Fitness:
     """`Fitness.from_model`: a Fitness of a user's trained classifier on their own train and val data."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model is {type(model).__name__}, expected a torch.nn.Module")
+    cfg = user_config(config)
+    parent, data, meta = user_parent_and_data(model, train, val, cfg)
+    return Fitness(cfg, data, parent, trace_space(cfg, data, parent), meta)
+
+
+def user_config(config: Config | str | Path | None) -> Config:
+    """A Config from a Config, a YAML path or None (the defaults); TypeError for anything else."""
     if isinstance(config, (str, Path)):
         config = load_config(config)
     cfg = config if config is not None else load_config()
     if not isinstance(cfg, Config):
         raise TypeError(f"config is {type(cfg).__name__}, expected an evoprune Config, a YAML path or None")
+    return cfg
+
+
+def user_parent_and_data(model: nn.Module, train: Any, val: Any, cfg: Config) -> tuple[nn.Module, TaskData, dict]:
+    """A copy of the user's model (CPU, eval; theirs is neither changed nor moved), the fitness' rows of
+    their data staged as TaskData, and the parent's metadata; one-line errors for what does not fit."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model is {type(model).__name__}, expected a torch.nn.Module")
     torch.manual_seed(stream_seed(cfg.seed, "torch.global"))
     data = user_task(train, val, max(cfg.fitness.finetune_samples, CALIBRATION_SAMPLES),
                      cfg.fitness.val_samples or None, cfg.seed)
-    parent = copy.deepcopy(model).cpu().eval()  # the user's model is neither changed nor moved
+    parent = copy.deepcopy(model).cpu().eval()
     probe = data.train_x[:2]
     try:
         with torch.no_grad():
@@ -166,6 +179,5 @@ def user_fitness(model: nn.Module, train: Any, val: Any, config: Config | str | 
                          f"returned {shape}")
     if logits.shape[1] < data.n_classes:
         raise ValueError(f"model has {logits.shape[1]} outputs but the data have labels up to {data.n_classes - 1}")
-    data = replace(data, n_classes=int(logits.shape[1]))
     meta = {"source": "user model", "class": f"{type(model).__module__}.{type(model).__qualname__}"}
-    return Fitness(cfg, data, parent, trace_space(cfg, data, parent), meta)
+    return parent, replace(data, n_classes=int(logits.shape[1])), meta

@@ -19,6 +19,9 @@ HYPERVOLUME_PLOT = "hypervolume.png"
 FAILED_GENOME = "failed-genome.json"  # the genome a crashed worker was fine-tuning, to reproduce it
 METRICS_JSON = "metrics.json"  # `report --metrics`: deployment metrics of the parent and front members
 METRICS_PLOT = "metrics.png"
+# A search started in Python (`evoprune.search`) on the user's own model and data objects:
+PYTHON_INPUTS = "python_inputs.json"  # what was given (the model's class, whether a test split was)
+PARENT_MODULE = "parent_module.pt"  # the user's nn.Module pickled whole (torch.save), as no config can rebuild it
 
 # The weights a front member can be had with (Run.subnet, `--weights`).
 WEIGHTS = ("finetuned", "pruned", "distilled")
@@ -33,7 +36,7 @@ DISTILL_CURVE = "curve.png"  # train loss and validation accuracy per epoch
 # What a fresh search writes; a new run in an old run's directory removes these first, so that
 # neither a stale checkpoint nor a stale front can be mistaken for the new run's.
 RUN_OUTPUTS = (CHECKPOINT, CHECKPOINT_PREV, FRONT_JSON, FRONT_CSV, EVALUATIONS, HISTORY, PARETO_PLOT,
-               HYPERVOLUME_PLOT, TASK, SPACE, FAILED_GENOME)
+               HYPERVOLUME_PLOT, TASK, SPACE, FAILED_GENOME, PYTHON_INPUTS, PARENT_MODULE)
 # Everything a search writes in its directory, the cached parent included.
 RUN_FILES = RUN_OUTPUTS + (CONFIG, PARENT_WEIGHTS, PARENT_META)
 # Any of these makes a directory an evoprune run (possibly one that stopped before its first generation).
@@ -41,7 +44,7 @@ RUN_MARKERS = (CONFIG, CHECKPOINT, CHECKPOINT_PREV, PARENT_META)
 
 __all__ = ["CHECKPOINT", "CHECKPOINT_PREV", "CONFIG", "DEFAULT_WEIGHTS", "WEIGHTS", "DISTILLED_MODEL", "DISTILLED_SECOND_MODEL", "DISTILL_CURVE",
            "DISTILL_METRICS", "EVALUATIONS", "FAILED_GENOME", "FRONT_CSV", "FRONT_JSON", "HISTORY", "HYPERVOLUME_PLOT",
-           "METRICS_JSON", "METRICS_PLOT", "PARENT_META", "PARENT_WEIGHTS", "PARETO_PLOT", "RUN_FILES", "RUN_MARKERS",
+           "METRICS_JSON", "METRICS_PLOT", "PARENT_META", "PARENT_MODULE", "PYTHON_INPUTS", "PARENT_WEIGHTS", "PARETO_PLOT", "RUN_FILES", "RUN_MARKERS",
            "RUN_OUTPUTS", "SPACE", "TASK", "distill_dir"]
 
 

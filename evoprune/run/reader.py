@@ -1,7 +1,9 @@
 """Reading a finished (or running) run directory back: front, config, pruned subnets."""
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -10,11 +12,23 @@ import torch
 from torch import nn
 
 from evoprune.config import Config, load_config
+from evoprune.data.taskdata import TaskData
 from evoprune.genome import Genome
 from evoprune.parent.train import build_parent, load_state_dict_file
 from evoprune.pruning.materialise import materialise
-from evoprune.run.files import (CONFIG, DEFAULT_WEIGHTS, DISTILL_METRICS, DISTILLED_MODEL, FRONT_JSON, PARENT_WEIGHTS,
-                                SPACE, TASK, WEIGHTS, distill_dir)
+from evoprune.run.files import (CONFIG, DEFAULT_WEIGHTS, DISTILL_METRICS, DISTILLED_MODEL, FRONT_JSON, PARENT_MODULE,
+                                PARENT_WEIGHTS, PYTHON_INPUTS, SPACE, TASK, WEIGHTS, distill_dir)
+
+
+@dataclass
+class GivenInputs:
+    """The objects a search started in Python was given (`evoprune.search`), which no file can hold: the
+    user's model (also pickled into the run) and their train, val and (optional) test data."""
+
+    model: nn.Module | None = None
+    train: Any = None
+    val: Any = None
+    test: Any = None
 
 
 @dataclass
@@ -26,7 +40,10 @@ class Run:
     task: dict[str, Any]
     parent_summary: dict[str, Any]
     front: list[dict[str, Any]]
+    python: dict[str, Any] | None = None  # python_inputs.json of a search started by `evoprune.search`
+    given: GivenInputs = field(default_factory=GivenInputs, repr=False, compare=False)
     _fitness: Any = field(default=None, init=False, repr=False, compare=False)
+    _data: TaskData | None = field(default=None, init=False, repr=False, compare=False)
 
     def genome(self, i: int) -> Genome:
         if not 0 <= i < len(self.front):
@@ -35,9 +52,57 @@ class Run:
 
     def parent(self) -> nn.Module:
         """The run's parent network (eval mode), as the search saw it."""
+        if self.python is not None:
+            return self._given_parent()
         model = build_parent(self.config.parent, tuple(self.task["input_shape"]), self.task["n_classes"])
         load_state_dict_file(model, self.parent_weights)
         return model.eval()
+
+    def _given_parent(self) -> nn.Module:
+        """A search from Python: the model given to load_run, else the pickled one (its class must be importable)."""
+        if self.given.model is not None:
+            return copy.deepcopy(self.given.model).cpu().eval()
+        cls = self.python.get("model_class")
+        if not self.python.get("model_pickled", True):
+            raise ValueError(f"{self.dir}'s parent, a {cls}, could not be pickled when it was searched "
+                             f"({self.python.get('pickle_error')}); pass it: evoprune.load_run(run_dir, model=...)")
+        try:  # the user's own pickle, written by their own search: loading it runs their class's code
+            model = torch.load(self.dir / PARENT_MODULE, map_location="cpu", weights_only=False)
+        except (AttributeError, ImportError, pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+            raise ValueError(f"{self.dir / PARENT_MODULE} holds a {cls} that cannot be loaded here "
+                             f"({type(err).__name__}: {err}); import the module that defines that class first, or "
+                             "pass the model: evoprune.load_run(run_dir, model=...)") from None
+        return model.eval()
+
+    def data_problem(self) -> str | None:
+        """Why this run's data cannot be had (a search from Python whose train and val were not given again)."""
+        if self.python is None or (self.given.train is not None and self.given.val is not None):
+            return None
+        return (f"{self.dir} was searched from Python on data objects (evoprune.search), which a run directory "
+                "does not hold: in Python, run = evoprune.load_run(run_dir, train=..., val=..., test=...) and "
+                "pass that run to distill or export")
+
+    def task_data(self) -> TaskData:
+        """The task's whole splits, for final distillation and test reports: the configured data, or for a
+        search from Python the given train, val and test (val where no test was given), staged whole up
+        to the `data.max_*_samples` caps, as given."""
+        problem = self.data_problem()
+        if problem:
+            raise ValueError(problem)
+        if self._data is None:
+            if self.python is None:
+                from evoprune.data.task import load_task
+
+                self._data = self._fitness.data if self._fitness is not None else load_task(self.config)
+            else:
+                from evoprune.data.user import given_task
+
+                d = self.config.data
+                test = self.given.test if self.given.test is not None else self.given.val
+                self._data = given_task((self.given.train, self.given.val, test),
+                                        (d.max_train_samples, d.max_eval_samples, d.max_eval_samples),
+                                        self.config.seed, None, "data", images=False)
+        return self._data
 
     @property
     def parent_weights(self) -> Path:
@@ -54,7 +119,16 @@ class Run:
 
             cfg = replace(self.config, evaluator=replace(self.config.evaluator, kind="sequential", backend="local"))
             space = SearchSpace.from_json(json.loads((self.dir / SPACE).read_text()))
-            self._fitness = Fitness(cfg, load_task(cfg), self.parent(), space, {"source": "run"})
+            if self.python is None:
+                self._fitness = Fitness(cfg, load_task(cfg), self.parent(), space, {"source": "run"})
+            else:  # the given data staged as the search staged them: the same rows, so the same fine-tunes
+                from evoprune.fitness.facade import user_parent_and_data
+
+                problem = self.data_problem()
+                if problem:
+                    raise ValueError(problem)
+                parent, data, meta = user_parent_and_data(self.parent(), self.given.train, self.given.val, cfg)
+                self._fitness = Fitness(cfg, data, parent, space, meta)
         return self._fitness
 
     def subnet(self, i: int, weights: str = DEFAULT_WEIGHTS) -> nn.Module:
@@ -119,12 +193,22 @@ def _distilled_genome_key(directory: Path) -> str | None:
         return None
 
 
-def load_run(run_dir: str | Path) -> Run:
-    """The run in `run_dir` (FileNotFoundError naming the missing file when it is not one)."""
+def load_run(run_dir: str | Path, *, model: nn.Module | None = None, train: Any = None, val: Any = None,
+             test: Any = None) -> Run:
+    """The run in `run_dir` (FileNotFoundError naming the missing file when it is not one).
+
+    A search started in Python (`evoprune.search`) kept its model pickled but not its data: give `train`
+    and `val` (and `test`) again, as they were given to the search, for its fine-tuned subnets, distill and
+    export; `model` when its class cannot be imported here. ValueError for these on a CLI search's run."""
     run = Path(run_dir)
     for name in (CONFIG, TASK, FRONT_JSON):
         if not (run / name).is_file():
             raise FileNotFoundError(f"{run} is not an evoprune run directory (no {name})")
     front = json.loads((run / FRONT_JSON).read_text())
+    python = json.loads((run / PYTHON_INPUTS).read_text()) if (run / PYTHON_INPUTS).is_file() else None
+    given = GivenInputs(model, train, val, test)
+    if python is None and any(v is not None for v in (model, train, val, test)):
+        raise ValueError(f"{run} is a search of its configured parent and data: load_run takes model, train, val "
+                         "and test only for a search started with evoprune.search")
     return Run(run, load_config(run / CONFIG), json.loads((run / TASK).read_text()),
-               front["parent"], front["front"])
+               front["parent"], front["front"], python, given)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evoprune.atomic import remove_temp_files, write_json, write_text
-from evoprune.config import save_config
+from evoprune.config import ConfigError, apply_overrides, config_from_dict, save_config
 from evoprune.evolve.callbacks import SearchCallback
 from evoprune.evolve.state import SearchState
 from evoprune.run.files import (CHECKPOINT, CHECKPOINT_PREV, CONFIG, EVALUATIONS, FRONT_CSV, FRONT_JSON, HISTORY,
@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from evoprune.fitness.facade import Fitness
 
 FORMAT_VERSION = 1
+# What a resume may set anew (its budget).
+RESUME_OVERRIDABLE = ("search.generations", "search.max_evaluations", "search.patience", "search.min_gain")
+# May differ between config.yaml and a checkpoint: the resume budget, and `evaluator.kind`, which a
+# resume replaces by the evaluator the run actually used (see pin_evaluator).
+RESUME_MAY_DIFFER = RESUME_OVERRIDABLE + ("evaluator.kind",)
 
 
 class CheckpointError(RuntimeError):
@@ -176,3 +181,36 @@ class RunWriter(SearchCallback):
             warnings.warn(f"{CHECKPOINT} in {self.dir} is damaged or missing; resuming from {CHECKPOINT_PREV} "
                           f"(generation {state.generation})", stacklevel=2)
         return state
+
+
+def pin_evaluator(cfg: Any, used: Any) -> Any:
+    """The config with the evaluator the checkpointed run used, if recorded.
+
+    The batched and sequential evaluators agree only to float rounding, so a resume that chose
+    differently from the run it continues (`evaluator.kind: auto` decides by the device, and the
+    rule may change between versions) would not continue it exactly. The recorded kind is reused.
+    """
+    section = getattr(cfg, "evaluator", None)
+    if not isinstance(used, str) or section is None or getattr(section, "kind", None) == used:
+        return cfg
+    try:
+        return config_from_dict(apply_overrides(cfg.to_dict(), [f"evaluator.kind={used}"]))
+    except ConfigError:  # an evaluator this version does not know: let the config decide
+        return cfg
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as {dotted key: value}."""
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}{k}."))
+    return out
+
+
+def resume_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The config keys (dotted) that differ between a checkpoint's config and the one a resume brings,
+    other than those a resume may change: a resume must continue the very run."""
+    now_flat, then = flatten(now), flatten(saved)
+    return [k for k in then if k in now_flat and k not in RESUME_MAY_DIFFER and now_flat[k] != then[k]]
