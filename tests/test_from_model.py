@@ -99,7 +99,7 @@ def test_datasets_are_read_only_at_the_staged_rows(trained, digits):
     (lambda t, v: (iter(t), v), "train is tuple_iterator, expected a torch Dataset"),
     (lambda t, v: ([1, 2, 3], v), r"train\[0\] is int, expected an \(input, label\) pair"),
     (lambda t, v: ((t[0], t[1][:5]), v), "x has 1400 rows but y has 5"),
-    (lambda t, v: (TensorDataset(t[0], t[1].float()), v), "label is"),
+    (lambda t, v: (TensorDataset(t[0], t[1].float()), v), "label(s)? (is|are)"),
     (lambda t, v: ([(x.numpy(), 0) for x in t[0][:300]], v), "expected a tensor"),
     (lambda t, v: (t, (v[0][:, :, :4], v[1])), "but val inputs"),
 ])

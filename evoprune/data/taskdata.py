@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from evoprune.data.preprocess import Preprocessing
+from evoprune.data.rows import DatasetRows
 
 
 @dataclass
@@ -13,15 +14,16 @@ class TaskData:
     """A classification task held as tensors; test is kept for final reports, never for selection.
 
     The x tensors may be `expand`ed views (grayscale repeated to 3 channels): index or copy them,
-    never write into them in place.
+    never write into them in place. A user's Dataset stays a Dataset: its x is a DatasetRows, indexed
+    like a tensor but read on demand (`data.rows.batches` streams it); the labels are always tensors.
     """
 
     name: str
-    train_x: torch.Tensor  # (N, C, H, W) float32, normalised
+    train_x: torch.Tensor | DatasetRows  # (N, C, H, W) float32, normalised
     train_y: torch.Tensor  # (N,) int64
-    val_x: torch.Tensor
+    val_x: torch.Tensor | DatasetRows
     val_y: torch.Tensor
-    test_x: torch.Tensor
+    test_x: torch.Tensor | DatasetRows
     test_y: torch.Tensor
     n_classes: int
     augment: str = "none"  # parent-training augmentation policy: none, crop, flip, crop_flip

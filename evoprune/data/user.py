@@ -1,15 +1,19 @@
-"""A user's own data (torch Datasets or `(x, y)` tensors, given in Python or by `data.factory`) staged as
-TaskData by indexing the rows it needs."""
+"""A user's own data (torch Datasets or `(x, y)` tensors, given in Python or by `data.factory`) as TaskData:
+the fitness' rows staged by index, whole splits read on demand."""
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from typing import Any
 
 import torch
+from torch.utils.data import TensorDataset
+from tqdm import tqdm
 
 from evoprune.config import ConfigError, DataConfig
 from evoprune.config.imports import call
 from evoprune.config.streams import stream_seed
+from evoprune.data.rows import DatasetRows
 from evoprune.data.taskdata import TaskData
 
 
@@ -27,11 +31,20 @@ def _pair(item: Any, what: str, row: int) -> tuple[torch.Tensor, int]:
     return x, int(label)
 
 
-def stage(data: Any, n: int | None, seed: int, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to `n` samples of `data` (a map-style Dataset of (input, label) items, or an (x, y) pair of
-    tensors) as float32 inputs and int64 labels: all of it when it is no longer, else a seeded random
-    subset. A Dataset is indexed at the chosen rows only, so its length costs nothing."""
-    tensors = isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)
+def _is_tensors(data: Any) -> bool:
+    return isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)
+
+
+def _tensors_of(data: Any) -> Any:
+    """A TensorDataset of (x, y) as its two tensors (already in memory: indexed, not read item by item)."""
+    if isinstance(data, TensorDataset) and len(data.tensors) == 2:
+        return data.tensors
+    return data
+
+
+def _length(data: Any, what: str) -> int:
+    """The number of samples of a Dataset or an (x, y) pair; one-line errors for anything else or nothing."""
+    tensors = _is_tensors(data)
     if not tensors and not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
         raise TypeError(f"{what} is {type(data).__name__}, expected a torch Dataset (with __len__ and __getitem__) "
                         "or an (x, y) pair of tensors")
@@ -40,15 +53,32 @@ def stage(data: Any, n: int | None, seed: int, what: str) -> tuple[torch.Tensor,
         raise ValueError(f"{what}: x has {length} rows but y has {len(data[1])}")
     if length == 0:
         raise ValueError(f"{what} is empty")
+    return length
+
+
+def _rows(length: int, n: int | None, seed: int) -> torch.Tensor:
+    """All rows, or `n` of them drawn in O(n) memory (a permutation of a long Dataset grows with its length)."""
     if n is None or n >= length:
-        rows = torch.arange(length)
-    else:
-        gen = torch.Generator().manual_seed(seed)
-        rows = torch.randperm(length, generator=gen)[:n].sort().values
-    if tensors:
+        return torch.arange(length)
+    return torch.tensor(sorted(random.Random(seed).sample(range(length), n)))
+
+
+def _checked_labels(y: torch.Tensor, what: str) -> torch.Tensor:
+    if y.is_floating_point() or y.is_complex() or y.dim() != 1:
+        raise TypeError(f"{what}: labels are {tuple(y.shape)} {y.dtype}, expected one integer class index per row")
+    if len(y) and int(y.min()) < 0:
+        raise ValueError(f"{what} has a negative label ({int(y.min())}); labels are class indices from 0")
+    return y.long()
+
+
+def stage(data: Any, n: int | None, seed: int, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to `n` samples of `data` (a map-style Dataset of (input, label) items, or an (x, y) pair of
+    tensors) as float32 inputs and int64 labels: all of it when it is no longer, else a seeded random
+    subset. A Dataset is indexed at the chosen rows only, so its length costs neither time nor memory."""
+    data = _tensors_of(data)
+    rows = _rows(_length(data, what), n, seed)
+    if _is_tensors(data):
         x, y = data[0][rows], data[1][rows]
-        if y.is_floating_point() or y.dim() != 1:
-            raise TypeError(f"{what}: y is {tuple(y.shape)} {y.dtype}, expected one integer class index per row")
     else:
         pairs = [_pair(data[int(i)], what, int(i)) for i in rows]
         shapes = {tuple(x.shape) for x, _ in pairs}
@@ -57,9 +87,35 @@ def stage(data: Any, n: int | None, seed: int, what: str) -> tuple[torch.Tensor,
                              "them to one shape")
         x = torch.stack([x for x, _ in pairs])
         y = torch.tensor([label for _, label in pairs])
-    if int(y.min()) < 0:
-        raise ValueError(f"{what} has a negative label ({int(y.min())}); labels are class indices from 0")
-    return x.float(), y.long()
+    return x.float(), _checked_labels(y, what)
+
+
+def labels_of(data: Any, rows: torch.Tensor, what: str) -> torch.Tensor:
+    """The labels of `rows` of a Dataset: its `targets` (torchvision's convention: ImageFolder, MNIST, CIFAR
+    have them) when it has one per item, else read item by item (each item is then read once)."""
+    targets = getattr(data, "targets", None)
+    if targets is not None and len(targets) == len(data):
+        return _checked_labels(torch.as_tensor(targets)[rows], what)
+    read = tqdm(rows.tolist(), desc=f"reading {what}'s labels (a `targets` attribute would spare it)",
+                disable=len(rows) < 50_000, leave=False)
+    return _checked_labels(torch.tensor([_pair(data[i], what, i)[1] for i in read]), what)
+
+
+def split_rows(data: Any, n: int | None, seed: int, what: str, channels: int | None = None, workers: int = 0
+               ) -> tuple[torch.Tensor | DatasetRows, torch.Tensor]:
+    """Up to `n` samples of `data` (all, or a seeded subset): tensors stay tensors, a Dataset's inputs are
+    read when used (DatasetRows, `workers` DataLoader processes); grayscale is repeated to `channels`."""
+    data = _tensors_of(data)
+    rows = _rows(_length(data, what), n, seed)
+    if _is_tensors(data):
+        x, y = stage(data, n, seed, what)
+        if channels is not None and x.dim() > 1 and x.shape[1] != channels:
+            if x.shape[1] != 1:
+                raise ValueError(f"{what} inputs have {x.shape[1]} channels; the parent needs {channels}")
+            x = x.expand(-1, channels, *x.shape[2:])
+        return x, y
+    full = len(rows) == len(data)
+    return DatasetRows(data, what, None if full else rows, channels, workers), labels_of(data, rows, what)
 
 
 def _task(name: str, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> TaskData:
@@ -83,34 +139,33 @@ def user_task(train: Any, val: Any, n_train: int, n_val: int | None, seed: int) 
 
 
 def given_task(splits: Any, caps: tuple[int, int, int], seed: int, channels: int | None, name: str,
-               images: bool) -> TaskData:
-    """TaskData from a user's (train, val, test), each staged whole up to its cap (0: all; else a seeded
-    subset), as given: no splitting, resizing or normalising. `channels`: what the parent needs; grayscale
-    is repeated to it (a view). `images`: every split must hold (channels, height, width) inputs.
-    TypeError/ValueError naming `name` and the split."""
+               images: bool, workers: int = 0) -> TaskData:
+    """TaskData from a user's (train, val, test), each whole up to its cap (0: all; else a seeded subset), as
+    given: no splitting, resizing or normalising. Tensors are held; a Dataset's inputs are read when used
+    (DatasetRows), its labels once. `channels`: what the parent needs; grayscale is repeated to it.
+    `images`: every split must hold (channels, height, width) inputs. TypeError/ValueError naming `name`
+    and the split."""
     if not isinstance(splits, (tuple, list)) or len(splits) != 3:
         raise TypeError(f"{name} returned {type(splits).__name__}, expected (train, val, test)")
     staged = {}
     for i, (split, part, cap) in enumerate(zip(("train", "val", "test"), splits, caps)):
-        x, y = stage(part, cap or None, stream_seed(seed, "user.stage", 2 + i), f"{name}'s {split}")
+        what = f"{name}'s {split}"
+        x, y = split_rows(part, cap or None, stream_seed(seed, "user.stage", 2 + i), what, channels, workers)
         if images and x.dim() != 4:
-            raise ValueError(f"{name}'s {split} inputs are {tuple(x.shape[1:])}, expected images "
-                             "(channels, height, width)")
-        if channels is not None and x.shape[1] != channels:
-            if x.shape[1] != 1:
-                raise ValueError(f"{split} inputs have {x.shape[1]} channels; the parent needs {channels}")
-            x = x.expand(-1, channels, -1, -1)
+            raise ValueError(f"{what} inputs are {tuple(x.shape[1:])}, expected images (channels, height, width)")
         staged[split] = (x, y)
     return _task(name, staged)
 
 
 def factory_task(cfg: DataConfig, seed: int, channels: int | None) -> TaskData:
-    """`data.name: python`: the (train, val, test) that `data.factory` returns, staged whole (up to the
-    `data.max_*_samples` caps, seeded subsets), as given: no splitting, resizing or normalising.
+    """`data.name: python`: the (train, val, test) that `data.factory` returns, whole (up to the
+    `data.max_*_samples` caps, seeded subsets), as given: no splitting, resizing or normalising; a Dataset's
+    inputs are read when used, by `data.workers` DataLoader processes.
     `channels`: what the parent needs; grayscale is repeated to it (a view), as for the built-in sources."""
     splits = call(cfg.factory, "data.factory")
     caps = (cfg.max_train_samples, cfg.max_eval_samples, cfg.max_eval_samples)
     try:
-        return replace(given_task(splits, caps, seed, channels, cfg.factory, images=True), name="python")
+        return replace(given_task(splits, caps, seed, channels, cfg.factory, images=True, workers=cfg.workers),
+                       name="python")
     except (TypeError, ValueError) as exc:
         raise ConfigError("data.factory", str(exc)) from None

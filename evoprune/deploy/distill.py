@@ -16,6 +16,7 @@ from tqdm import tqdm
 from evoprune.atomic import atomic_write, write_json
 from evoprune.config import Config, DistillConfig
 from evoprune.config.streams import stream_seed
+from evoprune.data.rows import batches
 from evoprune.data.task import TaskData, augment_batch, augment_policy
 from evoprune.deploy.metrics import deployment_metrics
 from evoprune.fitness import resolve_device
@@ -114,10 +115,12 @@ def distill_model(student: nn.Module, teacher: nn.Module, data: TaskData, cfg: D
     models = [student.to(device)] + ([second.to(device)] if second is not None else [])
     students = [_Student(m, cfg, layers, channels, example, steps, stream_seed(seed, "distill.student", i)) for i, m in enumerate(models)]
     gens = [torch.Generator().manual_seed(stream_seed(seed, "distill.augment", i)) for i in range(len(students))]
-    train_x, train_y = data.train_x.to(device), data.train_y.to(device)
+    # A Dataset's items (DatasetRows) are read per batch by DataLoader workers, never held whole.
+    lazy = not isinstance(data.train_x, torch.Tensor)
+    train_x, train_y = (data.train_x if lazy else data.train_x.to(device)), data.train_y.to(device)
     # Without augmentation every epoch shows the teacher the same inputs: its outputs (and feature
     # targets, up to CACHE_BYTES) are computed once, which removes the teacher's forward from each step.
-    cached = _teacher_cache(teacher, tap, students[0].kd, train_x) if aug == "none" else None
+    cached = _teacher_cache(teacher, tap, students[0].kd, train_x) if aug == "none" and not lazy else None
     start = time.perf_counter()
     last: list[Any] = [torch.tensor(float("nan"))] * len(students)
     history: list[dict[str, float]] = []  # per epoch: mean train loss, validation accuracy (first student)
@@ -128,9 +131,11 @@ def distill_model(student: nn.Module, teacher: nn.Module, data: TaskData, cfg: D
         for epoch in bar:
             epoch_loss = torch.zeros((), device=device)
             orders = [torch.randperm(n, generator=g)[: per_epoch * batch].view(per_epoch, batch) for g in gens]
+            streams = [iter(batches(train_x, o.unbind(0), pin=device.type == "cuda")) for o in orders] if lazy else []
             for k in range(per_epoch):
                 idx = [o[k].to(device) for o in orders]
-                x = torch.cat([augment(train_x[i], aug, g) for i, g in zip(idx, gens)])
+                parts = [next(s).to(device) for s in streams] if lazy else [train_x[i] for i in idx]
+                x = torch.cat([augment(p, aug, g) for p, g in zip(parts, gens)])
                 y = torch.cat([train_y[i] for i in idx])
                 if cached is not None:
                     rows = torch.cat(idx)

@@ -20,6 +20,7 @@ from evoprune.atomic import atomic_write, write_json
 from evoprune.config import Config, ConfigError, ParentConfig
 from evoprune.config.archs import input_channels
 from evoprune.config.streams import stream_seed
+from evoprune.data.rows import batches
 from evoprune.data.task import TaskData, augment_batch, split_seed
 from evoprune.metrics import accuracy
 from evoprune.parent.files import PARENT_FILES, PARENT_META, PARENT_WEIGHTS
@@ -175,9 +176,9 @@ def train_epochs(model: nn.Module, params: list[nn.Parameter], data: TaskData, e
             model.eval()
             classifier_of(model).train()
         order = torch.randperm(len(data.train_y), generator=gen)
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            x = data.train_x[idx]
+        index_batches = order.split(batch_size)
+        # in memory: indexed; a Dataset's items: read ahead by DataLoader workers while this trains
+        for idx, x in zip(index_batches, batches(data.train_x, index_batches, pin=device.type == "cuda")):
             if data.augment != "none":
                 x = augment_batch(x, data.augment, gen)
             loss = nn.functional.cross_entropy(model(x.to(device)), data.train_y[idx].to(device))

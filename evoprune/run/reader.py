@@ -84,8 +84,8 @@ class Run:
 
     def task_data(self) -> TaskData:
         """The task's whole splits, for final distillation and test reports: the configured data, or for a
-        search from Python the given train, val and test (val where no test was given), staged whole up
-        to the `data.max_*_samples` caps, as given."""
+        search from Python the given train, val and test (val where no test was given), whole up to the
+        `data.max_*_samples` caps, as given (a Dataset's inputs read when used, not held)."""
         problem = self.data_problem()
         if problem:
             raise ValueError(problem)
@@ -101,7 +101,7 @@ class Run:
                 test = self.given.test if self.given.test is not None else self.given.val
                 self._data = given_task((self.given.train, self.given.val, test),
                                         (d.max_train_samples, d.max_eval_samples, d.max_eval_samples),
-                                        self.config.seed, None, "data", images=False)
+                                        self.config.seed, None, "data", images=False, workers=d.workers)
         return self._data
 
     @property
