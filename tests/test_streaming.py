@@ -111,3 +111,24 @@ def test_final_distillation_on_a_streamed_dataset_equals_it_on_tensors():
     for (k, va), vb in zip(out[0][0].state_dict().items(), out[1][0].state_dict().values()):
         assert torch.equal(va, vb), k
     assert out[0][2]["history"] == out[1][2]["history"]
+
+
+@pytest.mark.parametrize("size", [None, 8])
+def test_an_image_folder_read_when_used_gives_the_inputs_it_holds(tmp_path, size):
+    from test_data import make_imagefolder
+
+    from evoprune.config import DataConfig
+    from evoprune.data.task import load_data
+
+    root = make_imagefolder(tmp_path / "imgs", classes=3, per_class=12, size=(12, 10) if size is None else (15, 11))
+    held = load_data(DataConfig(name="imagefolder", root=str(root), image_size=size, in_memory=True), seed=0,
+                     channels=3)
+    read = load_data(DataConfig(name="imagefolder", root=str(root), image_size=size, in_memory=False, workers=0),
+                     seed=0, channels=3)
+    assert isinstance(read.train_x, DatasetRows) and isinstance(held.train_x, torch.Tensor)
+    for split in ("train", "val", "test"):
+        x, y = getattr(held, f"{split}_x"), getattr(held, f"{split}_y")
+        assert torch.equal(getattr(read, f"{split}_y"), y)
+        assert torch.allclose(getattr(read, f"{split}_x")[torch.arange(len(y))], x, atol=1e-5), split
+    assert read.preprocessing.mean == pytest.approx(held.preprocessing.mean, abs=1e-6)
+    assert read.input_shape == held.input_shape and read.n_classes == held.n_classes == 3

@@ -63,6 +63,9 @@ class DataConfig:
     max_train_samples: int = _f(0, lo=0, doc=('cap on the training split, a stratified seeded subset (0: all); '
                                               'datasets are held in memory'))
     max_eval_samples: int = _f(0, lo=0, doc='cap on the validation and on the test split each (0: all)')
+    in_memory: bool | None = _f(None, doc=('`imagefolder`: decode every image once and hold the splits as tensors '
+                                           '(true), or decode each image when it is used (false; normalisation '
+                                           'statistics from 1,000 train images); null: held when they fit in 2 GiB'))
     workers: int = _f(2, lo=0, doc=('DataLoader processes that read a Dataset\'s items for parent training and final '
                                     'distillation (`data.factory`\'s and `evoprune.search`\'s Datasets, which are read '
                                     'when used, not held in memory; 0: in the main process)'))

@@ -7,6 +7,7 @@ STREAMS: dict[str, tuple[int, int]] = {
     "split.test": (0, 0),  # test held out of the whole (from the split seed, see data.split_seed)
     "split.val": (1, 0),  # validation held out of the rest
     "split.cap": (3, 0),  # data.max_*_samples: stratified subsets of each split
+    "split.stats": (5, 0),  # the train images a streamed image folder's normalisation comes from
     "parent.batches": (0, 0),  # the parent's training batches and augmentation
     "torch.global": (0, 0),  # torch's global generator where a library draws from it (a fresh head's init)
     "search": (0, 0),  # the search's random.Random: initial population, variation, selection

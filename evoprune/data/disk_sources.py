@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from evoprune.config import ConfigError, DataConfig
 from evoprune.data.idx_files import idx_source
+from evoprune.data.preprocess import NotAnImage, Preprocessing
 from evoprune.data.sources import DEFAULT_ROOT, DatasetUnavailable, Source
 
 
@@ -118,7 +120,7 @@ def imagefolder_source(cfg: DataConfig) -> Source:
                           .astype(np.float32) / 255.0) if arrays else np.zeros((0, c, 1, 1), np.float32)
         return out
 
-    return Source(labels, fetch, classes)
+    return Source(labels, fetch, classes, files)
 
 
 def _decode(path: str, mode: str, size: int | None) -> np.ndarray:
@@ -135,3 +137,21 @@ def _decode(path: str, mode: str, size: int | None) -> np.ndarray:
             left, top = (w - size) // 2, (h - size) // 2
             im = im.crop((left, top, left + size, top + size))
         return np.asarray(im, dtype=np.uint8)
+
+
+class ImageFiles(Dataset):
+    """Image files decoded when indexed, each exactly as `prep` prepares an image (the in-memory path's
+    decode, resize and normalisation): an image folder too large to hold."""
+
+    def __init__(self, paths: list[str], labels: np.ndarray, prep: Preprocessing):
+        self.paths, self.targets, self.prep = paths, labels, prep
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        try:
+            x = self.prep(self.paths[i])[0]
+        except NotAnImage as exc:
+            raise ConfigError("data.root", f"{exc}; set data.image_size to resize every image to one size") from None
+        return x, int(self.targets[i])

@@ -25,6 +25,7 @@ class Source:
     labels: dict[str, np.ndarray]
     fetch: Callable[[dict[str, tuple[str, np.ndarray]]], dict[str, np.ndarray]]
     classes: list[str] | None = None
+    files: dict[str, list[str]] | None = None  # an image folder's file per sample: it can be read when used
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:

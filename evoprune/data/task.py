@@ -1,4 +1,5 @@
-"""Datasets as in-memory tensors with seeded, stratified train/val/test splits.
+"""Datasets as in-memory tensors (or, for a large image folder, images decoded when used) with seeded,
+stratified train/val/test splits.
 
 Sources: the embedded scikit-learn `digits`; torchvision CIFAR-10/100, MNIST and Fashion-MNIST
 (downloaded into `data.root` when online, else a clear error saying where the files go); and
@@ -18,8 +19,9 @@ from torch.nn import functional as F
 
 from evoprune.config import Config, ConfigError, DataConfig
 from evoprune.config.streams import stream_seed
-from evoprune.data.disk_sources import imagefolder_source, torchvision_source
+from evoprune.data.disk_sources import ImageFiles, imagefolder_source, torchvision_source
 from evoprune.data.preprocess import Preprocessing
+from evoprune.data.rows import DatasetRows
 from evoprune.data.sources import TORCHVISION_DATASETS, Source, digits_source
 from evoprune.data.taskdata import TaskData
 from evoprune.data.user import factory_task
@@ -27,6 +29,8 @@ from evoprune.data.user import factory_task
 __all__ = ["TaskData", "load_data", "load_task", "augment_batch", "augment_policy", "split_seed"]
 
 AUGMENT_AUTO = {"digits": "none", "mnist": "crop", "python": "none"}  # every other dataset: crop_flip
+HOLD_BYTES = 2 * 1024**3  # `data.in_memory: null`: an image folder decoded larger than this is read when used
+STATS_SAMPLES = 1000  # train images a streamed image folder's colour mode and normalisation come from
 
 def stratified_split(y: np.ndarray, val_fraction: float, test_fraction: float,
                      seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -136,12 +140,13 @@ def load_data(cfg: DataConfig, seed: int, channels: int | None = None) -> TaskDa
     caps = {"train": cfg.max_train_samples, "val": cfg.max_eval_samples, "test": cfg.max_eval_samples}
     for k, (split, idx) in where.items():
         where[k] = (split, stratified_take(idx, src.labels[split], caps[k], stream_seed(seed, "split.cap")))
+    if src.files is not None and _streamed(cfg, src, where):
+        return _streamed_folder(cfg, src, where, seed, channels)
     decoded = src.fetch(where)
     x = {k: _resize(decoded[k], cfg.image_size) for k in where}
     y = {k: src.labels[split][idx] for k, (split, idx) in where.items()}
     n_channels = x["train"].shape[1]
-    mean = np.stack([x["train"][:, c].mean() for c in range(n_channels)])[None, :, None, None]
-    std = np.stack([x["train"][:, c].std() for c in range(n_channels)])[None, :, None, None] + 1e-8
+    mean, std = _stats(x["train"])
 
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a))
@@ -166,6 +171,52 @@ def load_data(cfg: DataConfig, seed: int, channels: int | None = None) -> TaskDa
                     val_x=normalised(x["val"]), val_y=t(y["val"]), test_x=normalised(x["test"]),
                     test_y=t(y["test"]), n_classes=n_classes, augment=augment_policy(cfg),
                     class_names=class_names, preprocessing=prep)
+
+
+def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of (N, C, H, W) inputs, shaped to broadcast over them."""
+    channels = range(x.shape[1])
+    return (np.stack([x[:, c].mean() for c in channels])[None, :, None, None],
+            np.stack([x[:, c].std() for c in channels])[None, :, None, None] + 1e-8)
+
+
+def _streamed(cfg: DataConfig, src: Source, where: dict[str, tuple[str, np.ndarray]]) -> bool:
+    """Whether an image folder is read when used: `data.in_memory`, else when its decoded splits would
+    take more than HOLD_BYTES (estimated from one image)."""
+    if cfg.in_memory is not None:
+        return not cfg.in_memory
+    split, idx = where["train"]
+    one = _resize(src.fetch({"one": (split, idx[:1])})["one"], cfg.image_size)
+    return sum(len(i) for _, i in where.values()) * one[0].size * 4 > HOLD_BYTES
+
+
+def _streamed_folder(cfg: DataConfig, src: Source, where: dict[str, tuple[str, np.ndarray]], seed: int,
+                     channels: int | None) -> TaskData:
+    """An image folder whose images are decoded when used (DatasetRows over ImageFiles), prepared as the
+    in-memory path prepares them; colour mode and normalisation from a seeded sample of train images."""
+    split, idx = where["train"]
+    rng = np.random.default_rng(stream_seed(seed, "split.stats"))
+    pick = np.sort(rng.choice(idx, size=min(STATS_SAMPLES, len(idx)), replace=False))
+    sample = _resize(src.fetch({"sample": (split, pick)})["sample"], cfg.image_size)
+    mean, std = _stats(sample)
+    n_channels = sample.shape[1]
+    class_names = list(src.classes or [])
+    prep = Preprocessing("L" if n_channels == 1 else "RGB", list(sample.shape[-2:]),
+                         "shorter_side_crop" if cfg.image_size is not None else None,
+                         [float(v) for v in mean.ravel()], [float(v) for v in std.ravel()],
+                         channels if channels is not None else n_channels, class_names)
+    if channels is not None and n_channels not in (1, channels):
+        raise ConfigError("data.name", f"{cfg.name} has {n_channels} channels; the parent needs {channels}")
+    xs, ys = {}, {}
+    for k, (part, rows) in where.items():
+        labels = src.labels[part][rows]
+        xs[k] = DatasetRows(ImageFiles([src.files[part][i] for i in rows], labels, prep), f"{cfg.root} ({k})",
+                            workers=cfg.workers)
+        ys[k] = torch.from_numpy(np.ascontiguousarray(labels))
+    n_classes = max(len(class_names), int(max(int(v.max()) for v in src.labels.values() if len(v))) + 1)
+    return TaskData(name=cfg.name, train_x=xs["train"], train_y=ys["train"], val_x=xs["val"], val_y=ys["val"],
+                    test_x=xs["test"], test_y=ys["test"], n_classes=n_classes, augment=augment_policy(cfg),
+                    class_names=class_names or [str(c) for c in range(n_classes)], preprocessing=prep)
 
 
 def load_task(cfg: Config) -> TaskData:
