@@ -8,7 +8,7 @@ import random
 from evoprune.config.vocab import CROSSOVERS
 from evoprune.genome import Genome
 from evoprune.pruning.draw import keep_by_criterion
-from evoprune.pruning.space import SearchSpace
+from evoprune.pruning.space import GroupSpec, SearchSpace
 
 
 def crossover(a: Genome, b: Genome, space: SearchSpace, kind: str, rng: random.Random) -> tuple[Genome, Genome]:
@@ -30,10 +30,22 @@ def crossover(a: Genome, b: Genome, space: SearchSpace, kind: str, rng: random.R
     return space.repair(c1), space.repair(c2)
 
 
-def _step(n_channels: int, round_to: int, rng: random.Random) -> int:
-    """How many channels one grow/shrink moves: up to 1/8 of the group, in round_to units."""
-    units = rng.randint(1, max(1, n_channels // (8 * round_to)))
-    return units * round_to
+def _step(n_channels: int, step: int, rng: random.Random) -> int:
+    """How many channels one grow/shrink moves: up to 1/8 of the group, in units of the group's step
+    (round_to, and whole positions of its conv groups)."""
+    units = rng.randint(1, max(1, n_channels // (8 * step)))
+    return units * step
+
+
+def _random_rank(g: GroupSpec, rng: random.Random) -> list[int]:
+    """A fresh random ranking; with conv groups a shuffle of positions, each position's copies together."""
+    if g.channel_groups == 1:
+        rank = list(range(g.n_channels))
+        rng.shuffle(rank)
+        return rank
+    positions = list(range(g.period))
+    rng.shuffle(positions)
+    return g.copies(positions)
 
 
 def mutate(genome: Genome, space: SearchSpace, rng: random.Random, share: float,
@@ -50,10 +62,9 @@ def mutate(genome: Genome, space: SearchSpace, rng: random.Random, share: float,
         if op == "redraw":
             kept[nm] = set(keep_by_criterion(space, nm, len(current), criterion, rng))
             continue
-        rank = list(range(g.n_channels)) if criterion == "random" else space.ranking(criterion, nm)
-        if criterion == "random":
-            rng.shuffle(rank)
-        k = _step(g.n_channels, g.round_to, rng)
+        rank = _random_rank(g, rng) if criterion == "random" else space.ranking(criterion, nm)
+        # k is a multiple of G and the rankings list whole positions, so grow/shrink keep periodicity
+        k = _step(g.n_channels, g.step, rng)
         if op == "grow":
             current.update([c for c in rank if c not in current][:k])
         else:

@@ -8,9 +8,15 @@ from evoprune.pruning.space import SearchSpace
 
 
 def keep_by_criterion(space: SearchSpace, name: str, k: int, criterion: str, rng: random.Random) -> tuple[int, ...]:
-    """The `k` channels of a group a criterion keeps; 'random' draws a fresh permutation."""
+    """The `k` channels of a group a criterion keeps; 'random' draws a fresh permutation.
+
+    With conv groups 'random' draws whole positions (k // G of them), so the kept set stays periodic.
+    """
     if criterion == "random":
-        return tuple(sorted(rng.sample(range(space.group(name).n_channels), k)))
+        g = space.group(name)
+        if g.channel_groups > 1:
+            return tuple(sorted(g.copies(rng.sample(range(g.period), k // g.channel_groups))))
+        return tuple(sorted(rng.sample(range(g.n_channels), k)))
     return space.top_k(name, k, criterion)
 
 

@@ -1,6 +1,7 @@
 """Tracing a model with torch-pruning: its prunable channel groups in layer order."""
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -58,3 +59,28 @@ def coupled_modules(group: "tp.Group", model: nn.Module) -> list[str]:
         if name and name not in seen:
             seen.append(name)
     return seen
+
+
+def conv_channel_groups(graph: tp.DependencyGraph, group: "tp.Group") -> int | None:
+    """G of a full-index group: the lcm of the conv groups of its non-depthwise grouped convs on the
+    side it prunes (1 when it has none); None when such a conv cannot be pruned periodically by it.
+
+    torch-pruning keeps a grouped conv's `groups` and slices its weight as if the kept channels were
+    the same positions in every conv group; depthwise convs (groups == out_channels) are pruned
+    in/out together instead and need nothing, as in torch-pruning's own MetaPruner.
+    """
+    n = len(group[0].idxs)
+    lcm = 1
+    for item in group:
+        conv, handler = item.dep.target.module, item.dep.handler
+        if not isinstance(conv, nn.modules.conv._ConvNd) or conv.groups == 1 or conv.groups == conv.out_channels:
+            continue
+        width = conv.out_channels if graph.is_out_channel_pruning_fn(handler) else conv.in_channels
+        # Periodic in the group's coordinates is periodic in the conv's only when the group reaches all
+        # of the conv's channels one to one (not through a concat or split); torch-pruning also slices
+        # a grouped transposed conv's weight on the wrong dimension.
+        one_to_one = list(item.idxs) == list(getattr(item, "root_idxs", item.idxs)) == list(range(width))
+        if conv.transposed or width != n or not one_to_one:
+            return None
+        lcm = math.lcm(lcm, conv.groups)
+    return lcm
