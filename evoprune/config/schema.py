@@ -111,6 +111,9 @@ class SpaceConfig:
     min_keep: float = _f(0.1, lo=0, hi=1, lo_open=True, doc="floor: least share of a group's channels kept")
     min_channels: int = _f(2, lo=1, doc='floor: least channels kept in any group')
     round_to: int = _f(1, lo=1, doc='kept channel counts are multiples of this (or the full width)')
+    ignore: tuple[str, ...] = _f((), doc=('modules left unpruned, by name in the parent (e.g. `[features.0, '
+                                          'layer4]`; every layer inside a named container): layers torch-pruning '
+                                          'cannot prune, or that should stay whole'))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from evoprune.config import Config, load_config
+from evoprune.config import Config, ConfigError, load_config
 from evoprune.config.streams import stream_seed
 from evoprune.data.task import TaskData, load_data
 from evoprune.data.user import user_task
@@ -25,6 +25,7 @@ from evoprune.objectives import Objectives
 from evoprune.parent.train import get_parent, parent_channels
 from evoprune.pruning.importance import build_space
 from evoprune.pruning.materialise import materialise
+from evoprune.pruning.probe import prune_problem
 from evoprune.pruning.space import SearchSpace
 
 __all__ = ["Fitness", "build_fitness", "user_config", "user_parent_and_data"]
@@ -128,8 +129,17 @@ def build_fitness(cfg: Config, run_dir: str | Path | None = None, progress: bool
     torch.manual_seed(stream_seed(cfg.seed, "torch.global"))
     if data is None:
         data = load_data(cfg.data, cfg.seed, channels=parent_channels(cfg))  # grayscale -> 3 for torchvision
-    parent, meta = get_parent(cfg, data, run_dir, progress=progress)
+    parent, meta = get_parent(cfg, data, run_dir, progress=progress,
+                              check=lambda model: check_prunable(model, data.example_input(2), cfg))
     return Fitness(cfg, data, parent, trace_space(cfg, data, parent), meta)
+
+
+def check_prunable(model: nn.Module, example: torch.Tensor, cfg: Config) -> None:
+    """ConfigError, before any training, where torch-pruning cannot prune the model (naming the layers)."""
+    problem = prune_problem(model, example, cfg.space)
+    if problem:
+        raise ConfigError("space.ignore" if cfg.space.ignore and "space.ignore" not in problem else "parent.arch",
+                          problem)
 
 
 def trace_space(cfg: Config, data: TaskData, parent: nn.Module) -> SearchSpace:
@@ -180,4 +190,7 @@ def user_parent_and_data(model: nn.Module, train: Any, val: Any, cfg: Config) ->
     if logits.shape[1] < data.n_classes:
         raise ValueError(f"model has {logits.shape[1]} outputs but the data have labels up to {data.n_classes - 1}")
     meta = {"source": "user model", "class": f"{type(model).__module__}.{type(model).__qualname__}"}
+    problem = prune_problem(copy.deepcopy(parent), probe, cfg.space)
+    if problem:
+        raise ValueError(problem)
     return parent, replace(data, n_classes=int(logits.shape[1])), meta

@@ -78,17 +78,31 @@ class WeightsUnavailable(FileNotFoundError):
     """Pretrained weights could not be fetched (offline); the message says where to put the file."""
 
 
-def replace_classifier(model: nn.Module, n_classes: int) -> nn.Linear:
-    """Swap the output layer (the last nn.Linear) for a fresh one with `n_classes` outputs."""
-    name = ""
+def _output_layer_name(model: nn.Module) -> str:
+    """The output layer's name: the last nn.Linear, or for a fully convolutional classifier (SqueezeNet)
+    the last convolution."""
+    linear = conv = ""
     for n, m in model.named_modules():
         if isinstance(m, nn.Linear):
-            name = n
-    if not name:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier to replace")
+            linear = n
+        elif isinstance(m, nn.modules.conv._ConvNd):
+            conv = n
+    if not (linear or conv):
+        raise ValueError(f"{type(model).__name__} has no nn.Linear or convolution as its output layer")
+    return linear or conv
+
+
+def replace_classifier(model: nn.Module, n_classes: int) -> nn.Module:
+    """Swap the output layer (the last nn.Linear; else the last convolution) for a fresh one with
+    `n_classes` outputs."""
+    name = _output_layer_name(model)
     old = model.get_submodule(name)
     owner_name, _, attr = name.rpartition(".")
-    head = nn.Linear(old.in_features, n_classes, bias=old.bias is not None)
+    if isinstance(old, nn.Linear):
+        head: nn.Module = nn.Linear(old.in_features, n_classes, bias=old.bias is not None)
+    else:
+        head = type(old)(old.in_channels, n_classes, old.kernel_size, old.stride, old.padding, old.dilation,
+                         bias=old.bias is not None)
     setattr(model.get_submodule(owner_name) if owner_name else model, attr, head)
     return head
 
@@ -155,11 +169,6 @@ def build_model(arch: str, n_classes: int, in_channels: int, width: int | None =
 
 
 def classifier_of(model: nn.Module) -> nn.Module:
-    """The output layer whose outputs (classes) must never be pruned: the last Linear."""
-    last = None
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            last = m
-    if last is None:
-        raise ValueError("model has no nn.Linear classifier")
-    return last
+    """The output layer whose outputs (classes) must never be pruned: the last Linear, else (a fully
+    convolutional classifier) the last convolution."""
+    return model.get_submodule(_output_layer_name(model))

@@ -11,6 +11,7 @@ import copy
 import json
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from evoprune.data.rows import batches
 from evoprune.data.task import TaskData, augment_batch, split_seed
 from evoprune.metrics import accuracy
 from evoprune.parent.files import PARENT_FILES, PARENT_META, PARENT_WEIGHTS
+from evoprune.parent.inputs import check_input_size
 from evoprune.parent.models import build_model, classifier_of
 
 PRETRAINED_FROZEN_EPOCHS = 3  # parent.frozen_epochs: null with ImageNet weights
@@ -76,23 +78,6 @@ def load_state_dict_checked(model: nn.Module, state: dict, source: str | Path) -
         problems.append("unexpected: " + ", ".join(result.unexpected_keys[:8]))
     if problems:
         raise ValueError(f"{source} does not fit the parent ({'; '.join(problems)})")
-
-
-def check_input_size(model: nn.Module, data: TaskData, arch: str) -> None:
-    """One forward of the task's input shape, so that too small images fail here, clearly, not mid-training."""
-    try:
-        with torch.no_grad():
-            out = model.eval()(data.example_input(2))
-    except RuntimeError as exc:
-        shape = "x".join(map(str, data.input_shape))
-        raise ConfigError("data.image_size", f"parent.arch={arch} cannot take {shape} inputs "
-                                             f"({' '.join(str(exc).split())[:120]}); set data.image_size "
-                                             f"(e.g. 32) to resize the images") from None
-    # the built-in heads are made for the task; a user's own model (an import path) brings its own
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] < data.n_classes:
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError("parent.arch", f"{arch} must return class logits of shape (batch, {data.n_classes}) for "
-                                         f"this data; on a batch of 2 it returned {got}")
 
 
 def _fingerprint(cfg: Config) -> dict:
@@ -252,12 +237,17 @@ def _load_cached(model: nn.Module, cache: Path, cfg: Config) -> bool:
 
 
 def get_parent(cfg: Config, data: TaskData, run_dir: str | Path | None,
-               progress: bool = True, reuse: bool = True) -> tuple[nn.Module, dict]:
+               progress: bool = True, reuse: bool = True,
+               check: Callable[[nn.Module], None] | None = None) -> tuple[nn.Module, dict]:
     """The trained parent (eval mode) and its metadata, trained once and cached in `run_dir`
-    (`reuse=False`: retrained even if the cache fits)."""
+    (`reuse=False`: retrained even if the cache fits). `check(model)`: run on a copy of the architecture
+    before any weights are loaded or trained (e.g. that it can be pruned); it raises to stop."""
     torch.manual_seed(stream_seed(cfg.seed, "torch.global"))  # the fresh head's initialisation
     model = build_parent(cfg.parent, data.input_shape, data.n_classes)
     check_input_size(model, data, cfg.parent.arch)
+    if check is not None:
+        with torch.random.fork_rng(devices=[]):  # the check draws nothing that training would
+            check(copy.deepcopy(model))
     meta = {"source": "", **_fingerprint(cfg)}
     cache = Path(run_dir) if run_dir is not None else None
     if cfg.parent.weights:

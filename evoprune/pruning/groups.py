@@ -1,9 +1,10 @@
 """Tracing a model with torch-pruning: its prunable channel groups in layer order."""
 from __future__ import annotations
 
+import difflib
 import math
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 import torch_pruning as tp
@@ -31,18 +32,37 @@ def build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyG
         return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
 
 
-def prunable_groups(model: nn.Module, graph: tp.DependencyGraph) -> list[tuple[str, "tp.Group"]]:
+LAYER_TYPES = (nn.modules.conv._ConvNd, nn.Linear)  # the layers whose output channels groups are rooted at
+
+
+def ignored_layers(model: nn.Module, ignore: Sequence[str] = ()) -> list[nn.Module]:
+    """The classifier, and every conv or linear layer in the modules named in `ignore` (space.ignore);
+    ValueError naming an unknown module."""
+    names = dict(model.named_modules())
+    layers = [classifier_of(model)]
+    for name in ignore:
+        if name not in names:
+            close = difflib.get_close_matches(name, list(names), n=3)
+            raise ValueError(f"{name!r} is not a module of the parent"
+                             f"{' (did you mean ' + ', '.join(close) + '?)' if close else ''}")
+        layers += [m for m in names[name].modules() if isinstance(m, LAYER_TYPES)]
+    return layers
+
+
+def prunable_groups(model: nn.Module, graph: tp.DependencyGraph, ignore: Sequence[str] = ()
+                    ) -> list[tuple[str, "tp.Group"]]:
     """(name, full-index group) for every group whose output channels may be pruned, in layer order.
 
     A group is named after its first layer (in definition order) whose outputs it prunes, e.g. a
     residual group after the block's conv rather than the shortcut torch-pruning happens to trace
-    first. The classifier's outputs (the classes) are excluded.
+    first. The classifier's outputs (the classes) are excluded, and so is any group that would prune
+    the outputs of a layer in `ignore` (space.ignore).
     """
     position = {m: i for i, (_, m) in enumerate(model.named_modules())}
     names = {m: n for n, m in model.named_modules()}
-    layer_types = (nn.modules.conv._ConvNd, nn.Linear)
+    layer_types = LAYER_TYPES
     named = []
-    for g in graph.get_all_groups(ignored_layers=[classifier_of(model)], root_module_types=layer_types):
+    for g in graph.get_all_groups(ignored_layers=ignored_layers(model, ignore), root_module_types=layer_types):
         outs = [dep.target.module for dep, _ in g
                 if isinstance(dep.target.module, layer_types) and graph.is_out_channel_pruning_fn(dep.handler)]
         first = min(outs or [g[0].dep.target.module], key=lambda m: position.get(m, len(position)))

@@ -64,7 +64,7 @@ def build_space(parent: nn.Module, example_input: torch.Tensor, space_cfg: Space
     """
     model = copy.deepcopy(parent).cpu().eval()
     graph = build_graph(model, example_input.cpu())
-    groups = prunable_groups(model, graph)
+    groups = prunable_groups(model, graph, space_cfg.ignore)
     if not groups:
         raise ValueError("the parent has no prunable channel groups")
     with all_trainable(model):

@@ -24,8 +24,9 @@ def materialise(parent: nn.Module, genome: Genome, example_input: torch.Tensor) 
     device = next(model.parameters()).device
     graph = build_graph(model, example_input.to(device))
     groups = dict(prunable_groups(model, graph))
-    if set(groups) != set(genome):
-        raise ValueError(f"genome groups {sorted(genome)} do not match the parent's groups {sorted(groups)}")
+    unknown = set(genome) - set(groups)
+    if unknown:  # groups the genome leaves out (space.ignore) keep all their channels
+        raise ValueError(f"genome groups {sorted(unknown)} are not groups of the parent ({sorted(groups)[:5]}...)")
     for name, kept in genome.items():
         group = groups[name]
         n_channels = len(group[0].idxs)
