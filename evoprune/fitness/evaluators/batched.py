@@ -90,11 +90,23 @@ class BatchedEvaluator:
         self._fallback_settings = (threads, pool)
         self.info: dict = {"kind": self.kind}
         self.model = copy.deepcopy(parent)
-        self.plan = mask_plan(parent, task.example_input)
+        # groups outside the space (space.ignore) keep all their channels, as `materialise` leaves them
+        names = set(space.names)
+        self.plan = [mp for mp in mask_plan(parent, task.example_input) if mp.group in names]
         self.params = {n: p.detach() for n, p in self.model.named_parameters()}
         self.trainable = {n: p.requires_grad for n, p in parent.named_parameters()}
         self._fallback: SequentialEvaluator | None = None
         self.buffers = {n: b.detach() for n, b in self.model.named_buffers()}
+
+    def in_dtype(self, task: StagedTask, dtype: torch.dtype) -> "BatchedEvaluator":
+        """A copy computing in `dtype` on `task` (the same staged data in that dtype); the mask plan is reused."""
+        other = copy.copy(self)
+        other.task, other.parent = task, copy.deepcopy(self.parent).to(dtype)
+        other.model = copy.deepcopy(self.model).to(dtype)
+        other.params = {n: p.detach() for n, p in other.model.named_parameters()}
+        other.buffers = {n: b.detach() for n, b in other.model.named_buffers()}
+        other.info, other._fallback = {"kind": self.kind}, None
+        return other
 
     # -- masks -----------------------------------------------------------------------------
     def masks(self, genomes: list[Genome]) -> dict[str, torch.Tensor]:
