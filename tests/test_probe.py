@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch_pruning as tp
 from conftest import TINY, run_cli
 from torch import nn
 
@@ -73,3 +74,41 @@ def test_the_cli_stops_before_training_with_one_line(tmp_path):
 
 def test_ignore_names_a_container_of_layers():
     assert prune_problem(WithShift(), X, load_config(overrides=["space.ignore=[b]"]).space) is None
+
+
+class ShiftPruner(tp.pruner.BasePruningFunc):
+    """What a user writes for their own layer: how to remove channels from its buffer."""
+
+    def prune_out_channels(self, layer: Shift, idxs):
+        keep = [i for i in range(layer.shift.shape[1]) if i not in set(idxs)]
+        layer.shift = layer.shift[:, keep].contiguous()
+        return layer
+
+    prune_in_channels = prune_out_channels
+
+    def get_out_channels(self, layer: Shift) -> int:
+        return layer.shift.shape[1]
+
+    get_in_channels = get_out_channels
+
+
+def test_a_customized_pruner_makes_a_users_layer_prunable():
+    from evoprune.pruning import use_custom_layers
+
+    digits = torch.randn(300, 1, 8, 8), torch.arange(300) % 10
+    cfg = load_config(overrides=["fitness.steps=2", "fitness.finetune_samples=64", "fitness.val_samples=64",
+                                 "evaluator.kind=sequential"])
+    try:
+        fitness = Fitness.from_model(WithShift(), digits, digits, cfg, customized_pruners={Shift: ShiftPruner()})
+        assert "b.0" in fitness.space.names
+        genome = fitness.space.uniform(0.5)
+        subnet = fitness.subnet(genome)
+        assert subnet.b[2].shift.shape[1] == subnet.b[0].out_channels == len(genome["b.0"]) < 16
+        [obj] = fitness([genome])
+        assert obj.valid and obj.size_ratio < 1
+        with pytest.raises(TypeError, match="BasePruningFunc"):
+            Fitness.from_model(WithShift(), digits, digits, cfg, customized_pruners={Shift: object()})
+        with pytest.raises(ValueError, match="not a parameter of the model"):
+            Fitness.from_model(WithShift(), digits, digits, cfg, unwrapped_parameters={"nope": 0})
+    finally:
+        use_custom_layers(nn.Module())  # this process's graphs go back to torch-pruning's own layers

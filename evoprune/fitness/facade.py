@@ -23,6 +23,7 @@ from evoprune.fitness.staged import StagedTask
 from evoprune.genome import Genome
 from evoprune.objectives import Objectives
 from evoprune.parent.train import get_parent, parent_channels
+from evoprune.pruning.groups import use_custom_layers
 from evoprune.pruning.importance import build_space
 from evoprune.pruning.materialise import materialise
 from evoprune.pruning.probe import prune_problem
@@ -111,13 +112,17 @@ class Fitness:
         return materialise(self.parent, genome, self.example_input)
 
     @classmethod
-    def from_model(cls, model: nn.Module, train: Any, val: Any, config: Config | str | Path | None = None) -> "Fitness":
+    def from_model(cls, model: nn.Module, train: Any, val: Any, config: Config | str | Path | None = None, *,
+                   customized_pruners: dict | None = None, unwrapped_parameters: dict | None = None) -> "Fitness":
         """A Fitness of any trained classifier `model` (deep-copied; never trained, changed or moved) on your
         own data: `train` and `val` are map-style Datasets of (input tensor, class index) items or (x, y)
         tensor pairs. Only the fitness' subsets are read (`fitness.finetune_samples` train rows, at least
         256, and `fitness.val_samples` validation rows), by index, so a Dataset's length costs nothing.
-        `config`: a Config, a YAML path, or None for the defaults (its data and parent sections are unused)."""
-        return user_fitness(model, train, val, config)
+        `config`: a Config, a YAML path, or None for the defaults (its data and parent sections are unused).
+        `customized_pruners` ({layer type or module: torch-pruning pruner}) and `unwrapped_parameters`
+        ({parameter or its name: dim}) go to torch-pruning for layers it does not know, for this process
+        (see `evoprune.pruning.use_custom_layers`)."""
+        return user_fitness(model, train, val, config, customized_pruners, unwrapped_parameters)
 
     def parent_summary(self) -> dict:
         return {"accuracy": self.parent_accuracy, "n_params": self.parent_n_params, "macs": self.parent_macs}
@@ -150,9 +155,17 @@ def trace_space(cfg: Config, data: TaskData, parent: nn.Module) -> SearchSpace:
                        data.train_x[calib], data.train_y[calib])
 
 
-def user_fitness(model: nn.Module, train: Any, val: Any, config: Config | str | Path | None = None) -> Fitness:
+def user_fitness(model: nn.Module, train: Any, val: Any, config: Config | str | Path | None = None,
+                 customized_pruners: dict | None = None, unwrapped_parameters: dict | None = None) -> Fitness:
     """`Fitness.from_model`: a Fitness of a user's trained classifier on their own train and val data."""
     cfg = user_config(config)
+    if customized_pruners or unwrapped_parameters:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model is {type(model).__name__}, expected a torch.nn.Module")
+        if cfg.evaluator.backend == "ray":  # the hooks live in this process; Ray's workers would trace without
+            raise ValueError("customized_pruners and unwrapped_parameters reach this process's evaluators only, "
+                             "not Ray's workers: use evaluator.backend=local")
+        use_custom_layers(model, customized_pruners, unwrapped_parameters)
     parent, data, meta = user_parent_and_data(model, train, val, cfg)
     return Fitness(cfg, data, parent, trace_space(cfg, data, parent), meta)
 

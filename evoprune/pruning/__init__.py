@@ -5,4 +5,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "space": ("SearchSpace", "GroupSpec"),
     "importance": ("build_space",),
     "materialise": ("materialise",),
+    "groups": ("use_custom_layers",),
+    "probe": ("prune_problem",),
 })

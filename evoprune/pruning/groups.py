@@ -4,7 +4,8 @@ from __future__ import annotations
 import difflib
 import math
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch_pruning as tp
@@ -27,9 +28,61 @@ def all_trainable(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(False)
 
 
+@dataclass
+class CustomLayers:
+    """torch-pruning's hooks for layers it does not know, for every graph evoprune builds in this process
+    (the parent's copies, subnets, forked evaluator workers): pruners by layer type or by module name, and
+    the pruning dimension of parameters outside standard layers by name (names survive a deep copy)."""
+
+    pruners: dict[Any, Any] = field(default_factory=dict)  # layer type or module name -> tp BasePruningFunc
+    unwrapped: dict[str, int] = field(default_factory=dict)  # parameter name -> dimension to prune
+
+    def __bool__(self) -> bool:
+        return bool(self.pruners or self.unwrapped)
+
+
+CUSTOM = CustomLayers()
+
+
+def use_custom_layers(model: nn.Module, customized_pruners: dict | None = None,
+                      unwrapped_parameters: dict | None = None) -> None:
+    """Give torch-pruning `customized_pruners` ({layer type or a module of `model`: pruner}) and
+    `unwrapped_parameters` ({parameter of `model` or its name: dim}) for every graph from now on in this
+    process; None for both clears them. TypeError/ValueError for keys that are neither."""
+    modules = {m: n for n, m in model.named_modules()}
+    params = {p: n for n, p in model.named_parameters()}
+    pruners: dict[Any, Any] = {}
+    for key, pruner in (customized_pruners or {}).items():
+        if not isinstance(pruner, tp.pruner.BasePruningFunc):
+            raise TypeError(f"customized_pruners[{key!r}] is {type(pruner).__name__}, expected a torch-pruning "
+                            "BasePruningFunc")
+        if isinstance(key, nn.Module):
+            if key not in modules:
+                raise ValueError(f"customized_pruners: {type(key).__name__} is not a module of the model")
+            key = modules[key]
+        elif not (isinstance(key, type) and issubclass(key, nn.Module)):
+            raise TypeError(f"customized_pruners keys are layer types or modules of the model, got {key!r}")
+        pruners[key] = pruner
+    unwrapped: dict[str, int] = {}
+    names = set(params.values())
+    for key, dim in (unwrapped_parameters or {}).items():
+        name = params.get(key) if isinstance(key, nn.Parameter) else key
+        if name not in names:
+            raise ValueError(f"unwrapped_parameters: {key if isinstance(key, str) else 'a parameter'} is not a "
+                             "parameter of the model")
+        unwrapped[name] = int(dim)
+    CUSTOM.pruners, CUSTOM.unwrapped = pruners, unwrapped
+
+
 def build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
+    modules, params = dict(model.named_modules()), dict(model.named_parameters())
+    pruners = {(modules[k] if isinstance(k, str) else k): v for k, v in CUSTOM.pruners.items()
+               if not isinstance(k, str) or k in modules}
+    unwrapped = [(params[n], d) for n, d in CUSTOM.unwrapped.items() if n in params]
     with all_trainable(model):
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False,
+                                                     customized_pruners=pruners or None,
+                                                     unwrapped_parameters=unwrapped or None)
 
 
 LAYER_TYPES = (nn.modules.conv._ConvNd, nn.Linear)  # the layers whose output channels groups are rooted at

@@ -58,7 +58,8 @@ def _config(config: Config | str | Path | None, overrides: Sequence[str]) -> Con
 
 def search(model: nn.Module, train: Any, val: Any, *, test: Any = None, config: Config | str | Path | None = None,
            overrides: Sequence[str] = (), out: str | Path = "runs/search", resume: bool = False, force: bool = False,
-           progress: bool = True) -> Run:
+           progress: bool = True, customized_pruners: dict | None = None,
+           unwrapped_parameters: dict | None = None) -> Run:
     """Search structurally pruned subnets of your trained classifier `model` on your own data; the run
     directory `out` is written as the CLI's (front.json, evaluations.csv, plots, checkpoints) and returned
     as a `Run` holding your objects, so `run.subnet(k)`, `evoprune.deploy.export(run, k, dir)` and
@@ -69,7 +70,8 @@ def search(model: nn.Module, train: Any, val: Any, *, test: Any = None, config: 
     never trained or moved, and pickled into the run (its class must be importable to load it elsewhere).
     `config`: a Config, a YAML path or None (defaults; its data and parent sections are unused);
     `overrides`: `["search.generations=3", ...]` as `--set`. `resume=True` continues `out`'s checkpoint (same
-    config, model and data); a directory holding another run needs `force=True`.
+    config, model and data); a directory holding another run needs `force=True`. `customized_pruners`,
+    `unwrapped_parameters`: torch-pruning's, for layers it does not know (see `Fitness.from_model`).
     """
     from evoprune.fitness.facade import user_fitness
 
@@ -87,7 +89,7 @@ def search(model: nn.Module, train: Any, val: Any, *, test: Any = None, config: 
     elif run_dir.exists() and not force and any((run_dir / name).exists() for name in RUN_MARKERS):
         raise FileExistsError(f"{run_dir} already holds an evoprune run; continue it with resume=True or replace "
                               "it with force=True")
-    fitness = user_fitness(model, train, val, cfg)
+    fitness = user_fitness(model, train, val, cfg, customized_pruners, unwrapped_parameters)
     if progress:
         print(f"parent {fitness.parent_meta['class']}: val acc {fitness.parent_accuracy:.4f}, "
               f"{fitness.parent_n_params:,} params, {fitness.parent_macs:,} MACs; {len(fitness.space.groups)} "
