@@ -77,9 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="retrain and replace the parent files in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=command_in("search", "cmd_train_parent"))
-    d = sub.add_parser("distill", help="long KD fine-tune of a front member; test accuracy vs the parent")
+    d = sub.add_parser("distill", help="long KD fine-tune of a front member (or any --student); test accuracy vs "
+                                       "the parent")
     d.add_argument("run_dir")
-    d.add_argument("--pick", type=int, required=True, help="front member (index in front.json)")
+    who = d.add_mutually_exclusive_group(required=True)
+    who.add_argument("--pick", type=int, help="front member (index in front.json)")
+    who.add_argument("--student", metavar="ARCH", help="an architecture to distil from the parent instead (built-in, "
+                     "torchvision or my_pkg.mod:build), reported against itself trained without the teacher")
+    d.add_argument("--no-baseline", action="store_true", help="--student: skip the labels-only training")
     d.add_argument("--pick2", type=int, help="deep mutual learning: the second student (default: a copy of --pick)")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override distill.* (or fitness.device), e.g. --set distill.epochs=30")

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from evoprune.cli.checks import (check_device, check_feature_layers, check_onnx, check_pick, check_second_student,
                                  check_weights, load_run_arg)
 from evoprune.cli.errors import EXIT_OK, UsageError, as_path, one_line, os_error
 from evoprune.config import apply_overrides, config_from_dict, parse_override, short
 from evoprune.run.files import (DEFAULT_WEIGHTS, DISTILL_CURVE, DISTILL_METRICS, DISTILLED_MODEL, FRONT_JSON,
-                                METRICS_JSON, METRICS_PLOT, distill_dir)
+                                METRICS_JSON, METRICS_PLOT, distill_dir, student_dir)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -55,6 +56,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
         if not (key.startswith("distill.") or key == "fitness.device"):
             raise UsageError(f"distill accepts only --set distill.* and fitness.device (got {short(item)})")
     cfg = config_from_dict(apply_overrides(run.config.to_dict(), args.set))
+    if args.student is not None:
+        return distill_student(args, run, cfg)
     check_pick(run, args.pick, "--pick")
     check_pick(run, args.pick2, "--pick2")
     check_second_student(cfg, args.pick2)
@@ -73,6 +76,30 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if "second" in res:
         print(f"second student: test accuracy {res['second']['test_accuracy']:.4f}")
     print(f"wrote {distill_dir(run.dir, args.pick)}/{DISTILLED_MODEL}, {DISTILL_METRICS}, {DISTILL_CURVE}")
+    return EXIT_OK
+
+
+def distill_student(args: argparse.Namespace, run: Any, cfg: Any) -> int:
+    """`distill --student ARCH`: the student distilled and trained on the labels alone, side by side."""
+    if args.pick2 is not None or cfg.distill.dml:
+        raise UsageError("--student trains one student (with and without the teacher): drop --pick2 / distill.dml")
+    extra = [f"distill.student={args.student}"] + (["distill.baseline=false"] if args.no_baseline else [])
+    cfg = config_from_dict(apply_overrides(cfg.to_dict(), extra))
+    check_device(cfg)
+    from evoprune.deploy.student import build_student, run_student, student_table
+
+    try:  # its name, input size and outputs: one line before any training
+        build_student(cfg.distill, run.task["n_classes"], tuple(run.task["input_shape"]))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"evoprune distill: student {args.student} from the parent of {run.dir} ({cfg.distill.epochs} epochs, "
+          f"kd={cfg.distill.kd}{'' if cfg.distill.baseline else ', no labels-only baseline'})", flush=True)
+    try:
+        res = run_student(run, cfg, progress=not args.quiet, metric_runs=args.runs)
+    except ValueError as exc:  # a layer map that does not fit
+        raise UsageError(str(exc)) from None
+    print(student_table(res))
+    print(f"wrote {student_dir(run.dir, args.student)}/{DISTILLED_MODEL}, {DISTILL_METRICS}")
     return EXIT_OK
 
 

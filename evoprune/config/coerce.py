@@ -47,6 +47,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise bad
         return tuple(_coerce(f"{key}[{i}]", v, typing.get_args(tp)[0]) for i, v in enumerate(value))
+    if origin is dict and typing.get_args(tp) == (str, str):  # names to names (e.g. module names, dotted)
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) and k and v
+                                                  for k, v in value.items()):
+            raise ConfigError(key, f"expected a mapping of names to names, got {short(value)}")
+        return dict(value)
     if origin is dict:  # keyword arguments for the user's code: its own values, only the keys are checked
         if not isinstance(value, dict) or not all(isinstance(k, str) and k.isidentifier() for k in value):
             raise ConfigError(key, f"expected a mapping of argument names to values, got {short(value)}")

@@ -227,6 +227,16 @@ class DistillConfig:
                                                   '`fitness.feature_layers`, then the stages)'))
     dml: bool = _f(False, doc=('deep mutual learning: a second student (`--pick2`, or a copy of `--pick`) trains'
                                ' alongside'))
+    student: str | None = _f(None, doc=('`distill --student`: an architecture distilled from the parent instead of a '
+                                        'front member (a built-in or torchvision name, or an import path)'))
+    student_width: int | None = _f(None, lo=1, doc='the student\'s `parent.width` (built-in architectures)')
+    student_kwargs: dict[str, Any] | None = _f(None, doc='keyword arguments of an import-path student (a mapping)')
+    student_pretrained: Literal["none", "imagenet"] = _f("none", doc='`imagenet`: a torchvision student starts '
+                                                                     'from its ImageNet weights')
+    baseline: bool = _f(True, doc=('`--student`: also train the same student on the labels alone (same recipe, '
+                                   'epochs and seed), to show what the teacher adds'))
+    layer_map: dict[str, str] | None = _f(None, doc=('`--student` with `feature` / `attention` KD: {student layer: '
+                                                     'teacher layer} (null: each network\'s last 3 stages, in order)'))
     augment: Literal["auto", "none", "crop", "flip", "crop_flip"] = _f(
         "auto", doc=('`none`, `crop` (random crop, zero padding 1/8 of the side), `flip` (horizontal), '
                      '`crop_flip`; `auto`: `none` below 16 px, else as `data.augment` resolves it (crop for '

@@ -15,7 +15,8 @@ STREAMS: dict[str, tuple[int, int]] = {
     "space.calibration": (29, 0),  # the batch the data-dependent importance criteria (Taylor) score on
     "evaluator.probe": (101, 0),  # the subnets the batched evaluator proves itself on
     "kd.adapters": (7919, 0),  # initial weights of the 1x1 adapters of `feature` KD
-    "distill.student": (61, 1),  # the final distillation of student i (0: the pick, 1: --pick2)
+    "distill.student": (61, 1),  # the final distillation of student i (0: the pick, 1: --pick2); 2: the
+    # initial weights of `distill --student`
     "distill.augment": (1061, 1000),  # student i's augmentation draws
     "baseline.random": (1000, 0),  # experiments/compare.py: the random-genome baseline
     "fidelity.genomes": (1009, 0),  # experiments/fidelity.py: the sizes and widths of its genomes

@@ -82,26 +82,34 @@ def _teacher_cache(teacher: nn.Module, tap: Any, kd: KDLoss, x: torch.Tensor, ba
 
 def distill_model(student: nn.Module, teacher: nn.Module, data: TaskData, cfg: DistillConfig, seed: int,
                   device: torch.device, fitness_kd: Any = None, second: nn.Module | None = None,
-                  progress: bool = False, aug: str = "none") -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
+                  progress: bool = False, aug: str = "none", layer_map: dict[str, str] | None = None
+                  ) -> tuple[nn.Module, nn.Module | None, dict[str, Any]]:
     """Train `student` (and, for deep mutual learning, `second`) by KD from `teacher` on data's train split.
 
     DML (Zhang et al. 2018): each step draws one batch per student from its own shuffled order; both
     students see the union of the two batches, each takes the KD loss on its own batch and KL towards
     the other's predictions on the union. Different data orders keep two copies of one subnet apart.
     `seed`: the run's seed; each student's initialisation of KD adapters and its augmentation draws are
-    its named streams (config.streams: distill.student, distill.augment).
+    its named streams (config.streams: distill.student, distill.augment). `layer_map`: {student layer:
+    teacher layer} for feature / attention KD where the student's layers are named otherwise (another
+    architecture); without it both use the same names (a subnet keeps its parent's).
     Returns the trained student(s) on the CPU in eval mode and a summary.
     """
     beta = cfg.beta if cfg.beta is not None else getattr(fitness_kd, "beta", None)
     layers: list[str] = []
+    teacher_layers: list[str] = []
     if cfg.kd in FEATURE_KD_LOSSES:
-        layers = list(cfg.feature_layers) or list(getattr(fitness_kd, "feature_layers", []) or []) or \
-            default_feature_layers(teacher, data.example_input())
+        if layer_map:
+            layers, teacher_layers = list(layer_map), list(layer_map.values())
+        else:
+            layers = list(cfg.feature_layers) or list(getattr(fitness_kd, "feature_layers", []) or []) or \
+                default_feature_layers(teacher, data.example_input())
+            teacher_layers = layers
     cfg = dataclasses.replace(cfg, beta=beta)
     teacher = copy.deepcopy(teacher).to(device).eval()  # a private copy: hooks go on it
     for p in teacher.parameters():
         p.requires_grad_(False)
-    tap = FeatureTap(teacher, layers) if layers else None
+    tap = FeatureTap(teacher, teacher_layers) if teacher_layers else None
     example = data.example_input().to(device)
     channels: list[int] = []
     if tap is not None:
@@ -172,7 +180,7 @@ def distill_model(student: nn.Module, teacher: nn.Module, data: TaskData, cfg: D
     out = [s.model.cpu().eval() for s in students]
     last = [float(v) for v in last]
     summary = {"steps": steps, "epochs": cfg.epochs, "batch_size": batch, "augment": aug, "kd": cfg.kd,
-               "beta": students[0].kd.beta if cfg.kd in FEATURE_KD_LOSSES else None, "feature_layers": layers,
+               "beta": students[0].kd.beta if cfg.kd in FEATURE_KD_LOSSES else None, "feature_layers": layers, "teacher_layers": teacher_layers,
                "dml": len(students) == 2, "final_loss": last, "teacher_cached": cached is not None,
                "seconds": time.perf_counter() - start, "device": device.type, "history": history}
     return out[0], (out[1] if len(out) == 2 else None), summary

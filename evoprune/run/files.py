@@ -32,6 +32,8 @@ DISTILLED_MODEL = "model.pt"  # the student's weights (Run.subnet(pick, "distill
 DISTILLED_SECOND_MODEL = "model2.pt"  # deep mutual learning: the second student's
 DISTILL_METRICS = "metrics.json"
 DISTILL_CURVE = "curve.png"  # train loss and validation accuracy per epoch
+# In student_dir(run_dir, arch): what `evoprune distill --student ARCH` writes.
+STUDENT_LABELS_MODEL = "model-labels-only.pt"  # the same student trained without the teacher
 
 # What a fresh search writes; a new run in an old run's directory removes these first, so that
 # neither a stale checkpoint nor a stale front can be mistaken for the new run's.
@@ -45,9 +47,14 @@ RUN_MARKERS = (CONFIG, CHECKPOINT, CHECKPOINT_PREV, PARENT_META)
 __all__ = ["CHECKPOINT", "CHECKPOINT_PREV", "CONFIG", "DEFAULT_WEIGHTS", "WEIGHTS", "DISTILLED_MODEL", "DISTILLED_SECOND_MODEL", "DISTILL_CURVE",
            "DISTILL_METRICS", "EVALUATIONS", "FAILED_GENOME", "FRONT_CSV", "FRONT_JSON", "HISTORY", "HYPERVOLUME_PLOT",
            "METRICS_JSON", "METRICS_PLOT", "PARENT_META", "PARENT_MODULE", "PYTHON_INPUTS", "PARENT_WEIGHTS", "PARETO_PLOT", "RUN_FILES", "RUN_MARKERS",
-           "RUN_OUTPUTS", "SPACE", "TASK", "distill_dir"]
+           "RUN_OUTPUTS", "SPACE", "STUDENT_LABELS_MODEL", "TASK", "distill_dir", "student_dir"]
 
 
 def distill_dir(run_dir: str | Path, pick: int) -> Path:
     """Where `evoprune distill` writes front member `pick`'s student."""
     return Path(run_dir) / f"distill-{pick}"
+
+
+def student_dir(run_dir: str | Path, arch: str) -> Path:
+    """Where `evoprune distill --student ARCH` writes (an import path's ':' and '.' become '-')."""
+    return Path(run_dir) / f"student-{arch.replace(':', '-').replace('.', '-')}"
