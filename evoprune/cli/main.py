@@ -91,6 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--runs", type=int, default=20, help="timed forwards per latency figure (median)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=command_in("results", "cmd_distill"))
+    sp = sub.add_parser("specialists", help="specialists for the classes the parent confuses (Hinton et al. 2015), "
+                                            "combined with it; test accuracy with and without them")
+    sp.add_argument("run_dir")
+    sp.add_argument("--groups", type=int, required=True, help="how many groups of confused classes (one specialist each)")
+    sp.add_argument("--top-n", type=int, default=2, help="a specialist is consulted when one of its classes is among "
+                    "the parent's top-n for an example (default 2)")
+    sp.add_argument("--pick", type=int, help="start each specialist from this front member (a smaller subnet) "
+                    "instead of the parent")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override distill.* (the specialists' training recipe) or fitness.device")
+    sp.add_argument("--runs", type=int, default=20, help="timed forwards per latency figure (median)")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(func=command_in("results", "cmd_specialists"))
     e = sub.add_parser("export", help="write a front member as state_dict + genome (+ TorchScript / ONNX)")
     e.add_argument("run_dir")
     e.add_argument("--pick", type=int, required=True, help="front member (index in front.json)")

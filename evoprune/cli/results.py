@@ -10,7 +10,7 @@ from evoprune.cli.checks import (check_device, check_feature_layers, check_onnx,
 from evoprune.cli.errors import EXIT_OK, UsageError, as_path, one_line, os_error
 from evoprune.config import apply_overrides, config_from_dict, parse_override, short
 from evoprune.run.files import (DEFAULT_WEIGHTS, DISTILL_CURVE, DISTILL_METRICS, DISTILLED_MODEL, FRONT_JSON,
-                                METRICS_JSON, METRICS_PLOT, distill_dir, student_dir)
+                                METRICS_JSON, METRICS_PLOT, SPECIALISTS, distill_dir, student_dir)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -100,6 +100,31 @@ def distill_student(args: argparse.Namespace, run: Any, cfg: Any) -> int:
         raise UsageError(str(exc)) from None
     print(student_table(res))
     print(f"wrote {student_dir(run.dir, args.student)}/{DISTILLED_MODEL}, {DISTILL_METRICS}")
+    return EXIT_OK
+
+
+def cmd_specialists(args: argparse.Namespace) -> int:
+    run = load_run_arg(args.run_dir, "specialists")
+    for item in args.set:
+        key = ".".join(parse_override(item)[0])
+        if not (key.startswith("distill.") or key == "fitness.device"):
+            raise UsageError(f"specialists accepts only --set distill.* and fitness.device (got {short(item)})")
+    cfg = config_from_dict(apply_overrides(run.config.to_dict(), args.set))
+    check_pick(run, args.pick, "--pick")
+    n_classes = run.task["n_classes"]
+    if not 1 < args.groups < n_classes:
+        raise UsageError(f"--groups {args.groups}: between 2 and {n_classes - 1} (the parent has {n_classes} classes)")
+    if args.top_n < 1:
+        raise UsageError(f"--top-n {args.top_n}: at least 1")
+    check_device(cfg)
+    from evoprune.deploy.specialists import run_specialists, specialists_table
+
+    print(f"evoprune specialists: {args.groups} groups of {run.dir}'s classes ({cfg.distill.epochs} epochs each, "
+          f"from {'the parent' if args.pick is None else f'front member {args.pick}'})", flush=True)
+    res = run_specialists(run, cfg, args.groups, args.top_n, args.pick, progress=not args.quiet,
+                          metric_runs=args.runs)
+    print(specialists_table(res))
+    print(f"wrote {run.dir / SPECIALISTS}/{DISTILL_METRICS}, specialist-0.pt ...")
     return EXIT_OK
 
 

@@ -18,6 +18,7 @@ STREAMS: dict[str, tuple[int, int]] = {
     "distill.student": (61, 1),  # the final distillation of student i (0: the pick, 1: --pick2); 2: the
     # initial weights of `distill --student`
     "distill.augment": (1061, 1000),  # student i's augmentation draws
+    "distill.specialist": (4001, 1),  # `evoprune specialists`: specialist i's training (its seed)
     "baseline.random": (1000, 0),  # experiments/compare.py: the random-genome baseline
     "fidelity.genomes": (1009, 0),  # experiments/fidelity.py: the sizes and widths of its genomes
     "user.stage": (2003, 1),  # the staged rows of a user's data: Fitness.from_model's train 0, val 1;

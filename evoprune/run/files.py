@@ -34,6 +34,7 @@ DISTILL_METRICS = "metrics.json"
 DISTILL_CURVE = "curve.png"  # train loss and validation accuracy per epoch
 # In student_dir(run_dir, arch): what `evoprune distill --student ARCH` writes.
 STUDENT_LABELS_MODEL = "model-labels-only.pt"  # the same student trained without the teacher
+SPECIALISTS = "specialists"  # `evoprune specialists`: specialist-i.pt and metrics.json
 
 # What a fresh search writes; a new run in an old run's directory removes these first, so that
 # neither a stale checkpoint nor a stale front can be mistaken for the new run's.
@@ -47,7 +48,7 @@ RUN_MARKERS = (CONFIG, CHECKPOINT, CHECKPOINT_PREV, PARENT_META)
 __all__ = ["CHECKPOINT", "CHECKPOINT_PREV", "CONFIG", "DEFAULT_WEIGHTS", "WEIGHTS", "DISTILLED_MODEL", "DISTILLED_SECOND_MODEL", "DISTILL_CURVE",
            "DISTILL_METRICS", "EVALUATIONS", "FAILED_GENOME", "FRONT_CSV", "FRONT_JSON", "HISTORY", "HYPERVOLUME_PLOT",
            "METRICS_JSON", "METRICS_PLOT", "PARENT_META", "PARENT_MODULE", "PYTHON_INPUTS", "PARENT_WEIGHTS", "PARETO_PLOT", "RUN_FILES", "RUN_MARKERS",
-           "RUN_OUTPUTS", "SPACE", "STUDENT_LABELS_MODEL", "TASK", "distill_dir", "student_dir"]
+           "RUN_OUTPUTS", "SPACE", "SPECIALISTS", "STUDENT_LABELS_MODEL", "TASK", "distill_dir", "student_dir"]
 
 
 def distill_dir(run_dir: str | Path, pick: int) -> Path:
