@@ -17,7 +17,7 @@ def test_a_student_is_distilled_and_trained_alone_side_by_side(tiny_run):
                               *ONE_EPOCH])
     assert code == 0, err
     assert "teacher" in out and "distilled" in out and "labels_only" in out
-    where = student_dir(tiny_run, "resnet20")
+    where = student_dir(tiny_run, "resnet20", "hinton")
     doc = json.loads((where / DISTILL_METRICS).read_text())
     for key in ("teacher", "distilled", "labels_only"):
         assert {"top1", "precision_macro", "recall_macro", "f1_macro", "n_params", "macs", "latency_ms",
@@ -35,7 +35,7 @@ def test_without_the_teacher_term_both_students_are_the_same_training(tiny_run):
     code, out, err = run_cli(["distill", str(tiny_run), "--student", "simple_cnn", "--set", "distill.student_width=4",
                               "--set", "distill.alpha=0", *ONE_EPOCH])
     assert code == 0, err
-    where = student_dir(tiny_run, "simple_cnn")
+    where = student_dir(tiny_run, "simple_cnn", "hinton")
     a = torch.load(where / DISTILLED_MODEL, weights_only=True)
     b = torch.load(where / STUDENT_LABELS_MODEL, weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -45,7 +45,7 @@ def test_feature_kd_pairs_the_stages_or_follows_a_layer_map(tiny_run):
     code, out, err = run_cli(["distill", str(tiny_run), "--student", "resnet20", "--set", "distill.student_width=4",
                               "--set", "distill.kd=attention", "--no-baseline", *ONE_EPOCH])
     assert code == 0, err
-    doc = json.loads((student_dir(tiny_run, "resnet20") / DISTILL_METRICS).read_text())
+    doc = json.loads((student_dir(tiny_run, "resnet20", "attention") / DISTILL_METRICS).read_text())
     assert doc["layer_map"] and "labels_only" not in doc
     code, out, err = run_cli(["distill", str(tiny_run), "--student", "resnet20", "--set", "distill.kd=feature",
                               "--set", "distill.layer_map={layers.2: layers.0}", *ONE_EPOCH])

@@ -99,7 +99,7 @@ def distill_student(args: argparse.Namespace, run: Any, cfg: Any) -> int:
     except ValueError as exc:  # a layer map that does not fit
         raise UsageError(str(exc)) from None
     print(student_table(res))
-    print(f"wrote {student_dir(run.dir, args.student)}/{DISTILLED_MODEL}, {DISTILL_METRICS}")
+    print(f"wrote {student_dir(run.dir, args.student, cfg.distill.kd)}/{DISTILLED_MODEL}, {DISTILL_METRICS}")
     return EXIT_OK
 
 

@@ -72,7 +72,7 @@ def student_layer_map(student: nn.Module, teacher: nn.Module, example: torch.Ten
 
 def run_student(run: Run, cfg: Config, progress: bool = False, metric_runs: int = 20) -> dict[str, Any]:
     """Distil `distill.student` from the run's parent and (with `distill.baseline`) train it on the labels
-    alone from the same initial weights, data order and augmentation; write RUN_DIR/student-ARCH/
+    alone from the same initial weights, data order and augmentation; write RUN_DIR/student-ARCH-KD/
     {model.pt, model-labels-only.pt, metrics.json} and return the metrics."""
     d = cfg.distill
     data = run.task_data()
@@ -97,7 +97,7 @@ def run_student(run: Run, cfg: Config, progress: bool = False, metric_runs: int 
         result[key] = {"val_accuracy": accuracy(model, data.val_x, data.val_y),
                        "test": deployment_metrics(model, data.test_x, data.test_y, data.n_classes, runs=metric_runs),
                        **({"distill": summaries[key]} if key in summaries else {})}
-    out = student_dir(run.dir, d.student)
+    out = student_dir(run.dir, d.student, d.kd)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / DISTILLED_MODEL, lambda fh: torch.save(models["distilled"].state_dict(), fh), binary=True)
     if "labels_only" in models:

@@ -32,7 +32,7 @@ DISTILLED_MODEL = "model.pt"  # the student's weights (Run.subnet(pick, "distill
 DISTILLED_SECOND_MODEL = "model2.pt"  # deep mutual learning: the second student's
 DISTILL_METRICS = "metrics.json"
 DISTILL_CURVE = "curve.png"  # train loss and validation accuracy per epoch
-# In student_dir(run_dir, arch): what `evoprune distill --student ARCH` writes.
+# In student_dir(run_dir, arch, kd): what `evoprune distill --student ARCH` writes.
 STUDENT_LABELS_MODEL = "model-labels-only.pt"  # the same student trained without the teacher
 SPECIALISTS = "specialists"  # `evoprune specialists`: specialist-i.pt and metrics.json
 
@@ -56,6 +56,7 @@ def distill_dir(run_dir: str | Path, pick: int) -> Path:
     return Path(run_dir) / f"distill-{pick}"
 
 
-def student_dir(run_dir: str | Path, arch: str) -> Path:
-    """Where `evoprune distill --student ARCH` writes (an import path's ':' and '.' become '-')."""
-    return Path(run_dir) / f"student-{arch.replace(':', '-').replace('.', '-')}"
+def student_dir(run_dir: str | Path, arch: str, kd: str) -> Path:
+    """Where `evoprune distill --student ARCH` with KD loss `kd` writes (an import path's ':' and '.' become
+    '-'), so that the losses can be compared side by side."""
+    return Path(run_dir) / f"student-{arch.replace(':', '-').replace('.', '-')}-{kd}"
