@@ -47,6 +47,9 @@ def test_feature_kd_pairs_the_stages_or_follows_a_layer_map(tiny_run):
     assert code == 0, err
     doc = json.loads((student_dir(tiny_run, "resnet20", "attention") / DISTILL_METRICS).read_text())
     assert doc["layer_map"] and "labels_only" not in doc
+    code, out, err = run_cli(["distill", str(tiny_run), "--student", "simple_cnn", "--set", "distill.dml=true",
+                              "--set", "distill.student_width=4", "--no-baseline", *ONE_EPOCH])
+    assert code == 0 and "distilled_peer" in out, err
     code, out, err = run_cli(["distill", str(tiny_run), "--student", "resnet20", "--set", "distill.kd=feature",
                               "--set", "distill.layer_map={layers.2: layers.0}", *ONE_EPOCH])
     assert code == 2 and len(err.strip().splitlines()) == 1 and "same resolution" in err, err

@@ -81,8 +81,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 def distill_student(args: argparse.Namespace, run: Any, cfg: Any) -> int:
     """`distill --student ARCH`: the student distilled and trained on the labels alone, side by side."""
-    if args.pick2 is not None or cfg.distill.dml:
-        raise UsageError("--student trains one student (with and without the teacher): drop --pick2 / distill.dml")
+    if args.pick2 is not None:
+        raise UsageError("--pick2 names a front member; with --student, distill.dml=true trains a second copy")
     extra = [f"distill.student={args.student}"] + (["distill.baseline=false"] if args.no_baseline else [])
     cfg = config_from_dict(apply_overrides(cfg.to_dict(), extra))
     check_device(cfg)

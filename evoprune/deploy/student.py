@@ -23,7 +23,7 @@ from evoprune.run.files import DISTILL_METRICS, DISTILLED_MODEL, STUDENT_LABELS_
 from evoprune.run.reader import Run
 
 ROWS = (("teacher", "the run's parent"), ("distilled", "the student, KD from the teacher"),
-        ("labels_only", "the student, labels alone"))
+        ("distilled_peer", "its deep-mutual-learning peer"), ("labels_only", "the student, labels alone"))
 
 
 def build_student(d: DistillConfig, n_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
@@ -85,8 +85,11 @@ def run_student(run: Run, cfg: Config, progress: bool = False, metric_runs: int 
     aug = augment_kind(cfg, data.input_shape)
     models: dict[str, nn.Module] = {"teacher": teacher}
     summaries: dict[str, Any] = {}
-    models["distilled"], _, summaries["distilled"] = distill_model(student, teacher, data, d, cfg.seed, device,
-                                                                   cfg.fitness, None, progress, aug, layer_map)
+    second = copy.deepcopy(student) if d.dml else None  # deep mutual learning: a peer, its own data order
+    models["distilled"], peer, summaries["distilled"] = distill_model(student, teacher, data, d, cfg.seed, device,
+                                                                      cfg.fitness, second, progress, aug, layer_map)
+    if peer is not None:
+        models["distilled_peer"] = peer
     if d.baseline:  # hinton with alpha 0 is cross-entropy on the labels: the same loop, the teacher unused
         alone = dataclasses.replace(d, kd="hinton", alpha=0.0)
         models["labels_only"], _, summaries["labels_only"] = distill_model(initial, teacher, data, alone, cfg.seed,
