@@ -340,3 +340,29 @@ def test_torchvision_grouped_models(arch):
         for _ in range(10):
             genome = pruned_genome(space, crit, rng.uniform(0.1, 0.9), 0.2, rng)
             _check_subnet(parent, space, genome, x, 10)
+
+
+class GroupNormNet(nn.Module):
+    """GroupNorm(4 groups) after a conv: torch-pruning keeps num_groups, so kept channels must be periodic."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(16, 12, 3, padding=1), nn.GroupNorm(3, 12), nn.ReLU())
+        self.fc = nn.Linear(12, 10)
+
+    def forward(self, x):
+        return self.fc(self.b(self.a(x)).mean((2, 3)))
+
+
+def test_group_norm_groups_make_kept_channels_periodic():
+    torch.manual_seed(0)
+    parent = GroupNormNet().eval()
+    x = torch.randn(4, 3, 8, 8)
+    space = build_space(parent, x[:1], load_config().space, ["l1", "random"], torch.randn(16, 3, 8, 8),
+                        torch.randint(0, 10, (16,)))
+    assert [space.group(n).channel_groups for n in space.names] == [4, 3]
+    for genome in _genomes(space, 20, seed=3):
+        space.validate(genome)
+        out = materialise(parent, genome, x[:1])(x)
+        assert out.shape == (4, 10) and torch.isfinite(out).all()

@@ -136,7 +136,8 @@ def coupled_modules(group: "tp.Group", model: nn.Module) -> list[str]:
 
 def conv_channel_groups(graph: tp.DependencyGraph, group: "tp.Group") -> int | None:
     """G of a full-index group: the lcm of the conv groups of its non-depthwise grouped convs on the
-    side it prunes (1 when it has none); None when such a conv cannot be pruned periodically by it.
+    side it prunes and of its GroupNorms' groups (1 when it has none); None when such a layer cannot be
+    pruned periodically by it.
 
     torch-pruning keeps a grouped conv's `groups` and slices its weight as if the kept channels were
     the same positions in every conv group; depthwise convs (groups == out_channels) are pruned
@@ -146,6 +147,13 @@ def conv_channel_groups(graph: tp.DependencyGraph, group: "tp.Group") -> int | N
     lcm = 1
     for item in group:
         conv, handler = item.dep.target.module, item.dep.handler
+        if isinstance(conv, nn.GroupNorm) and conv.num_groups > 1:
+            # torch-pruning keeps num_groups too: periodic kept channels keep each norm group's own channels
+            one_to_one = list(item.idxs) == list(getattr(item, "root_idxs", item.idxs)) == list(range(conv.num_channels))
+            if conv.num_channels != n or not one_to_one:
+                return None
+            lcm = math.lcm(lcm, conv.num_groups)
+            continue
         if not isinstance(conv, nn.modules.conv._ConvNd) or conv.groups == 1 or conv.groups == conv.out_channels:
             continue
         width = conv.out_channels if graph.is_out_channel_pruning_fn(handler) else conv.in_channels
