@@ -1,4 +1,4 @@
-"""Batched inference helpers: logits over a tensor dataset, top-1 accuracy, parameter counts."""
+"""Batched inference helpers: logits over a tensor dataset, top-1 (or mean attribute) accuracy, label losses, counts."""
 from __future__ import annotations
 
 import torch
@@ -16,8 +16,36 @@ def logits_of(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch
     return torch.cat(out)
 
 
+def is_multilabel(y: torch.Tensor) -> bool:
+    """Multi-label targets are (N, attributes) of 0/1, one binary attribute per output; classes are (N,)."""
+    return y.dim() == 2
+
+
 def top1(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy; for multi-label targets the mean attribute accuracy (an attribute is predicted
+    present where its logit is above 0)."""
+    if is_multilabel(y):
+        return float(((logits > 0) == (y > 0.5)).float().mean())
     return float((logits.argmax(1) == y).float().mean())
+
+
+def mean_average_precision(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Multi-label: the mean over attributes (those with both values present) of their average precision."""
+    from sklearn.metrics import average_precision_score
+
+    keep = [(y[:, a] > 0.5).any() and (y[:, a] < 0.5).any() for a in range(y.shape[1])]
+    if not any(keep):
+        return float("nan")
+    cols = torch.tensor(keep)
+    return float(average_precision_score((y[:, cols] > 0.5).numpy(), logits[:, cols].float().numpy(),
+                                         average="macro"))
+
+
+def label_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on class labels; binary cross-entropy per attribute on multi-label targets."""
+    if is_multilabel(y):
+        return nn.functional.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
+    return nn.functional.cross_entropy(logits, y)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:

@@ -112,6 +112,9 @@ def cmd_specialists(args: argparse.Namespace) -> int:
     cfg = config_from_dict(apply_overrides(run.config.to_dict(), args.set))
     check_pick(run, args.pick, "--pick")
     n_classes = run.task["n_classes"]
+    if run.task.get("task") == "multilabel":
+        raise UsageError(f"{run.dir} is multi-label: specialists group confused classes, and its outputs are "
+                         "attributes")
     if not 1 < args.groups < n_classes:
         raise UsageError(f"--groups {args.groups}: between 2 and {n_classes - 1} (the parent has {n_classes} classes)")
     if args.top_n < 1:

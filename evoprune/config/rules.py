@@ -49,8 +49,18 @@ def _check_parent_and_data(cfg: Config) -> None:
             raise ConfigError("data.factory", problem)
     elif cfg.data.factory is not None:
         raise ConfigError("data.factory", f"applies to data.name=python only, not to {cfg.data.name}; use null")
-    if cfg.data.name == "imagefolder" and not cfg.data.root:
-        raise ConfigError("data.root", "required for data.name=imagefolder (a directory of class subfolders)")
+    if cfg.data.name in ("imagefolder", "attributes") and not cfg.data.root:
+        raise ConfigError("data.root", f"required for data.name={cfg.data.name} (a directory of images)")
+    multilabel_data = cfg.data.name == "attributes"
+    if multilabel_data and cfg.data.task != "multilabel":
+        raise ConfigError("data.task", "data.name=attributes holds several binary attributes per image: set "
+                                       "data.task=multilabel")
+    if cfg.data.task == "multilabel" and cfg.data.name not in ("attributes", "python"):
+        raise ConfigError("data.task", f"multilabel needs data.name=attributes or python, not {cfg.data.name}")
+    for key in ("attributes", "partition"):
+        if getattr(cfg.data, key) is not None and not multilabel_data:
+            raise ConfigError(f"data.{key}", f"applies to data.name=attributes only, not to {cfg.data.name}; "
+                                             "use null")
 
 
 def check_ray_share(ecfg: EvaluatorConfig, device: str) -> None:

@@ -44,10 +44,23 @@ def _f(default: Any, *, lo: float | None = None, hi: float | None = None,
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: Literal["digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder", "python"] = _f(
+    name: Literal["digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder", "attributes",
+                  "python"] = _f(
         "digits", doc=('dataset: `digits` (ships with scikit-learn), `cifar10`, `cifar100`, `mnist`, '
-                       '`fashion_mnist` (torchvision), `imagefolder`, `python` (your own, from `data.factory`; see '
+                       '`fashion_mnist` (torchvision), `imagefolder`, `attributes` (multi-label images in '
+                       'CelebA\'s layout), `python` (your own, from `data.factory`; see '
                        '[Parents and data](#parents-and-data))'))
+    task: Literal["single", "multilabel"] = _f("single", doc=('`single`: one class per image (softmax, '
+                                                             'cross-entropy); `multilabel`: several binary '
+                                                             'attributes per image (sigmoid, binary cross-entropy, '
+                                                             'binary KD; `attributes` data, or a `data.factory` '
+                                                             'giving 0/1 label rows)'))
+    attributes: str | None = _f(None, doc=('`data.name: attributes`: the attribute file in CelebA\'s layout (a '
+                                           'header of names, then a file name and +-1 per attribute per line; '
+                                           'null: `list_attr_celeba.txt` in `data.root`)'))
+    partition: str | None = _f(None, doc=('`data.name: attributes`: a file of `name split` lines, split 0/1/2 = '
+                                          'train/val/test (null: `list_eval_partition.txt` in `data.root` if there, '
+                                          'else seeded random splits)'))
     factory: str | None = _f(None, doc=('`data.name: python`: import path `my_pkg.data:make` of a callable returning '
                                         '(train, val, test), each a Dataset of (input tensor, class index) items or '
                                         'an (x, y) pair of tensors, used as given (no splitting, resizing or '
@@ -177,6 +190,9 @@ class FitnessConfig:
                                                   'e.g. `[layers.0, layers.1]` (empty: the stages, see KD '
                                                   'losses)'))
     finetune_samples: int = _f(1024, lo=1, doc='size of the fixed fine-tune subset of train')
+    multilabel_score: Literal["accuracy", "map"] = _f("accuracy", doc=('`data.task: multilabel`: the fitness '
+                                                                       'scores the mean attribute accuracy, or the '
+                                                                       'mean average precision over attributes'))
     val_samples: int = _f(0, lo=0, doc='validation samples scored (0: the whole split)')
     device: Literal["cpu", "cuda", "auto"] = _f("auto", doc='where fitness runs (`auto`: CUDA when available)')
     precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", doc=('fine-tune autocast precision: `fp32`, `bf16`, '

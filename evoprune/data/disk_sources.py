@@ -70,7 +70,6 @@ _GRAY = {"1", "L", "LA", "I", "I;16", "F"}
 
 def imagefolder_source(cfg: DataConfig) -> Source:
     """Class subfolders under data.root, or under its train/ (and optional val/, test/) folders."""
-    from PIL import Image
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     root = Path(cfg.root or "").expanduser().absolute()
@@ -99,6 +98,14 @@ def imagefolder_source(cfg: DataConfig) -> Source:
         files[split] = [p for p, _ in samples]
         labels[split] = np.asarray([c for _, c in samples], dtype=np.int64)
 
+    return Source(labels, image_fetch(files, cfg.image_size, root), classes, files)
+
+
+def image_fetch(files: dict[str, list[str]], size: int | None, root: Path):
+    """A Source's `fetch` for image files: every selected image decoded (one colour mode for all: grayscale
+    if all are, else RGB), resized by `size`, as float32 (n, C, H, W) in [0, 1]."""
+    from PIL import Image
+
     def fetch(sel: dict[str, tuple[str, np.ndarray]]) -> dict[str, np.ndarray]:
         chosen = {k: [files[split][i] for i in idx] for k, (split, idx) in sel.items()}
         modes = set()
@@ -109,7 +116,7 @@ def imagefolder_source(cfg: DataConfig) -> Source:
         mode = "L" if modes <= _GRAY else "RGB"
         out = {}
         for key, paths in chosen.items():
-            arrays = [_decode(p, mode, cfg.image_size) for p in paths]
+            arrays = [_decode(p, mode, size) for p in paths]
             sizes = {a.shape for a in arrays}
             if len(sizes) > 1:
                 shown = ", ".join(map(str, sorted(sizes)[:3]))
@@ -120,7 +127,7 @@ def imagefolder_source(cfg: DataConfig) -> Source:
                           .astype(np.float32) / 255.0) if arrays else np.zeros((0, c, 1, 1), np.float32)
         return out
 
-    return Source(labels, fetch, classes, files)
+    return fetch
 
 
 def _decode(path: str, mode: str, size: int | None) -> np.ndarray:
@@ -154,4 +161,5 @@ class ImageFiles(Dataset):
             x = self.prep(self.paths[i])[0]
         except NotAnImage as exc:
             raise ConfigError("data.root", f"{exc}; set data.image_size to resize every image to one size") from None
-        return x, int(self.targets[i])
+        label = self.targets[i]
+        return x, (torch.as_tensor(label) if np.ndim(label) else int(label))

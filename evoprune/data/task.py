@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from evoprune.config import Config, ConfigError, DataConfig
 from evoprune.config.streams import stream_seed
+from evoprune.data.attributes import attributes_source
 from evoprune.data.disk_sources import ImageFiles, imagefolder_source, torchvision_source
 from evoprune.data.preprocess import Preprocessing
 from evoprune.data.rows import DatasetRows
@@ -84,6 +85,8 @@ def _source(cfg: DataConfig) -> Source:
         return torchvision_source(cfg)
     if cfg.name == "imagefolder":
         return imagefolder_source(cfg)
+    if cfg.name == "attributes":
+        return attributes_source(cfg)
     raise ValueError(f"unknown dataset {cfg.name!r}")  # config validation admits only known names
 
 
@@ -136,10 +139,11 @@ def load_data(cfg: DataConfig, seed: int, channels: int | None = None) -> TaskDa
     if cfg.name == "python":  # the user's own splits, as given
         return replace(factory_task(cfg, seed, channels), augment=augment_policy(cfg))
     src = _source(cfg)
-    where = _splits(cfg, src.labels, seed)
+    strata = {k: _strata(v) for k, v in src.labels.items()}
+    where = _splits(cfg, strata, seed)
     caps = {"train": cfg.max_train_samples, "val": cfg.max_eval_samples, "test": cfg.max_eval_samples}
     for k, (split, idx) in where.items():
-        where[k] = (split, stratified_take(idx, src.labels[split], caps[k], stream_seed(seed, "split.cap")))
+        where[k] = (split, stratified_take(idx, strata[split], caps[k], stream_seed(seed, "split.cap")))
     if src.files is not None and _streamed(cfg, src, where):
         return _streamed_folder(cfg, src, where, seed, channels)
     decoded = src.fetch(where)
@@ -159,9 +163,7 @@ def load_data(cfg: DataConfig, seed: int, channels: int | None = None) -> TaskDa
             out = out.expand(-1, channels, -1, -1)
         return out
 
-    n_classes = int(max(int(v.max()) for v in src.labels.values() if len(v))) + 1
-    if src.classes is not None:
-        n_classes = max(n_classes, len(src.classes))
+    n_classes = _n_classes(src)
     class_names = list(src.classes) if src.classes is not None else [str(c) for c in range(n_classes)]
     resize = None if cfg.image_size is None else ("shorter_side_crop" if cfg.name == "imagefolder" else "square")
     prep = Preprocessing("L" if n_channels == 1 else "RGB", list(x["train"].shape[-2:]), resize,
@@ -171,6 +173,20 @@ def load_data(cfg: DataConfig, seed: int, channels: int | None = None) -> TaskDa
                     val_x=normalised(x["val"]), val_y=t(y["val"]), test_x=normalised(x["test"]),
                     test_y=t(y["test"]), n_classes=n_classes, augment=augment_policy(cfg),
                     class_names=class_names, preprocessing=prep)
+
+
+def _strata(y: np.ndarray) -> np.ndarray:
+    """What splits are stratified by: the class; multi-label rows (N, attributes) are not (one stratum)."""
+    return y if y.ndim == 1 else np.zeros(len(y), dtype=np.int64)
+
+
+def _n_classes(src: Source) -> int:
+    """Outputs the parent needs: the classes (named or seen), or the attributes of multi-label data."""
+    multi = [v for v in src.labels.values() if v.ndim == 2]
+    if multi:
+        return int(multi[0].shape[1])
+    n = int(max(int(v.max()) for v in src.labels.values() if len(v))) + 1
+    return max(n, len(src.classes)) if src.classes is not None else n
 
 
 def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -213,7 +229,7 @@ def _streamed_folder(cfg: DataConfig, src: Source, where: dict[str, tuple[str, n
         xs[k] = DatasetRows(ImageFiles([src.files[part][i] for i in rows], labels, prep), f"{cfg.root} ({k})",
                             workers=cfg.workers)
         ys[k] = torch.from_numpy(np.ascontiguousarray(labels))
-    n_classes = max(len(class_names), int(max(int(v.max()) for v in src.labels.values() if len(v))) + 1)
+    n_classes = _n_classes(src)
     return TaskData(name=cfg.name, train_x=xs["train"], train_y=ys["train"], val_x=xs["val"], val_y=ys["val"],
                     test_x=xs["test"], test_y=ys["test"], n_classes=n_classes, augment=augment_policy(cfg),
                     class_names=class_names or [str(c) for c in range(n_classes)], preprocessing=prep)

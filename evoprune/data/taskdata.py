@@ -20,7 +20,7 @@ class TaskData:
 
     name: str
     train_x: torch.Tensor | DatasetRows  # (N, C, H, W) float32, normalised
-    train_y: torch.Tensor  # (N,) int64
+    train_y: torch.Tensor  # (N,) int64 class indices, or (N, attributes) float32 0/1 for multi-label data
     val_x: torch.Tensor | DatasetRows
     val_y: torch.Tensor
     test_x: torch.Tensor | DatasetRows
@@ -38,5 +38,6 @@ class TaskData:
 
     def describe(self) -> dict:
         return {"name": self.name, "input_shape": list(self.input_shape), "n_classes": self.n_classes,
+                "task": "multilabel" if self.train_y.dim() == 2 else "single",
                 "n_train": len(self.train_y), "n_val": len(self.val_y), "n_test": len(self.test_y),
                 "augment": self.augment}

@@ -17,8 +17,9 @@ from evoprune.data.rows import DatasetRows
 from evoprune.data.taskdata import TaskData
 
 
-def _pair(item: Any, what: str, row: int) -> tuple[torch.Tensor, int]:
-    """One Dataset item as (input tensor, integer label), or a one-line error naming the row."""
+def _pair(item: Any, what: str, row: int) -> tuple[torch.Tensor, Any]:
+    """One Dataset item as (input tensor, integer label or 0/1 attribute vector), or a one-line error naming
+    the row."""
     if not isinstance(item, (tuple, list)) or len(item) < 2:
         raise TypeError(f"{what}[{row}] is {type(item).__name__}, expected an (input, label) pair")
     x, y = item[0], item[1]
@@ -26,8 +27,11 @@ def _pair(item: Any, what: str, row: int) -> tuple[torch.Tensor, int]:
         raise TypeError(f"{what}[{row}]'s input is {type(x).__name__}, expected a tensor (give the Dataset a "
                         "transform such as torchvision's ToTensor())")
     label = torch.as_tensor(y)
+    if label.dim() == 1 and label.numel() > 1 and not label.is_complex():  # multi-label: checked with the rest
+        return x, label.float()
     if label.numel() != 1 or label.is_floating_point() or label.is_complex():
-        raise TypeError(f"{what}[{row}]'s label is {y!r}, expected one integer class index")
+        raise TypeError(f"{what}[{row}]'s label is {y!r}, expected one integer class index (or a vector of 0/1 "
+                        "attributes)")
     return x, int(label)
 
 
@@ -64,6 +68,11 @@ def _rows(length: int, n: int | None, seed: int) -> torch.Tensor:
 
 
 def _checked_labels(y: torch.Tensor, what: str) -> torch.Tensor:
+    """Class indices (N,) as int64, or multi-label rows (N, attributes) of 0/1 as float32."""
+    if y.dim() == 2 and not y.is_complex():
+        if len(y) and not bool(((y == 0) | (y == 1)).all()):
+            raise ValueError(f"{what}: multi-label rows must hold 0 or 1 per attribute")
+        return y.float()
     if y.is_floating_point() or y.is_complex() or y.dim() != 1:
         raise TypeError(f"{what}: labels are {tuple(y.shape)} {y.dtype}, expected one integer class index per row")
     if len(y) and int(y.min()) < 0:
@@ -86,7 +95,8 @@ def stage(data: Any, n: int | None, seed: int, what: str) -> tuple[torch.Tensor,
             raise ValueError(f"{what}'s inputs differ in shape ({', '.join(map(str, sorted(shapes)[:3]))}): resize "
                              "them to one shape")
         x = torch.stack([x for x, _ in pairs])
-        y = torch.tensor([label for _, label in pairs])
+        labels = [label for _, label in pairs]
+        y = torch.stack(labels) if isinstance(labels[0], torch.Tensor) else torch.tensor(labels)
     return x.float(), _checked_labels(y, what)
 
 
@@ -98,7 +108,9 @@ def labels_of(data: Any, rows: torch.Tensor, what: str) -> torch.Tensor:
         return _checked_labels(torch.as_tensor(targets)[rows], what)
     read = tqdm(rows.tolist(), desc=f"reading {what}'s labels (a `targets` attribute would spare it)",
                 disable=len(rows) < 50_000, leave=False)
-    return _checked_labels(torch.tensor([_pair(data[i], what, i)[1] for i in read]), what)
+    labels = [_pair(data[i], what, i)[1] for i in read]
+    return _checked_labels(torch.stack(labels) if labels and isinstance(labels[0], torch.Tensor)
+                           else torch.tensor(labels), what)
 
 
 def split_rows(data: Any, n: int | None, seed: int, what: str, channels: int | None = None, workers: int = 0
@@ -124,7 +136,14 @@ def _task(name: str, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Ta
     for split, (x, _) in list(splits.items())[1:]:
         if len(x) and x.shape[1:] != train_x.shape[1:]:
             raise ValueError(f"train inputs are {tuple(train_x.shape[1:])} but {split} inputs {tuple(x.shape[1:])}")
-    n_classes = int(max(int(y.max()) for _, y in splits.values() if len(y))) + 1
+    if train_y.dim() == 2:  # multi-label: one output per attribute
+        if any(y.dim() != 2 or y.shape[1] != train_y.shape[1] for _, y in splits.values() if len(y)):
+            raise ValueError(f"every split needs {train_y.shape[1]} attributes per row, as train has")
+        n_classes = int(train_y.shape[1])
+    else:
+        if any(y.dim() != 1 for _, y in splits.values() if len(y)):
+            raise ValueError("train has class indices but another split has attribute rows")
+        n_classes = int(max(int(y.max()) for _, y in splits.values() if len(y))) + 1
     (val_x, val_y), (test_x, test_y) = rest
     return TaskData(name=name, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, test_x=test_x,
                     test_y=test_y, n_classes=n_classes, class_names=[str(c) for c in range(n_classes)])
@@ -165,7 +184,10 @@ def factory_task(cfg: DataConfig, seed: int, channels: int | None) -> TaskData:
     splits = call(cfg.factory, "data.factory")
     caps = (cfg.max_train_samples, cfg.max_eval_samples, cfg.max_eval_samples)
     try:
-        return replace(given_task(splits, caps, seed, channels, cfg.factory, images=True, workers=cfg.workers),
-                       name="python")
+        data = given_task(splits, caps, seed, channels, cfg.factory, images=True, workers=cfg.workers)
     except (TypeError, ValueError) as exc:
         raise ConfigError("data.factory", str(exc)) from None
+    if (data.train_y.dim() == 2) != (cfg.task == "multilabel"):
+        got = "rows of 0/1 attributes" if data.train_y.dim() == 2 else "class indices"
+        raise ConfigError("data.task", f"{cfg.factory}'s labels are {got}, but data.task is {cfg.task}")
+    return replace(data, name="python")

@@ -26,15 +26,23 @@ import torch
 from torch import nn
 
 from evoprune.atomic import write_json
-from evoprune.metrics import count_macs, count_params, logits_of
+from evoprune.metrics import count_macs, count_params, is_multilabel, logits_of, mean_average_precision, top1
 from evoprune.run.files import DEFAULT_WEIGHTS, METRICS_JSON
 
 
-def classification_metrics(logits: torch.Tensor, y: torch.Tensor, n_classes: int) -> dict[str, float]:
-    """top-1, top-5 (n_classes >= 5) and macro precision / recall / F1 of logits (N, C) against y (N,)."""
+def classification_metrics(logits: torch.Tensor, y: torch.Tensor, n_classes: int) -> dict[str, Any]:
+    """top-1, top-5 (n_classes >= 5) and macro precision / recall / F1 of logits (N, C) against y (N,); for
+    multi-label y (N, attributes): top1 = mean attribute accuracy, each attribute's accuracy, macro precision /
+    recall / F1 over attributes and mAP."""
     from sklearn.metrics import precision_recall_fscore_support
 
     y = y.cpu()
+    if is_multilabel(y):  # per attribute: present where the logit is above 0
+        pred, truth = (logits > 0).numpy(), (y > 0.5).numpy()
+        p, r, f, _ = precision_recall_fscore_support(truth, pred, average="macro", zero_division=0)
+        return {"top1": top1(logits, y), "attribute_accuracy": [float(v) for v in (pred == truth).mean(0)],
+                "precision_macro": float(p), "recall_macro": float(r), "f1_macro": float(f),
+                "map": mean_average_precision(logits, y)}
     pred = logits.argmax(1)
     out = {"top1": float((pred == y).float().mean())}
     if n_classes >= 5:

@@ -42,13 +42,17 @@ class ImageClassifier:
             raise NoPreprocessing(f"{d}/{EXPORT} holds no preprocessing: its data were given as tensors "
                                   "(data.factory, evoprune.search), which evoprune did not prepare from image files, "
                                   "or it was exported before evoprune recorded it (export it again)")
-        n_classes = json.loads((d / EXPORT).read_text())["n_classes"]
+        meta = json.loads((d / EXPORT).read_text())
+        n_classes = meta["n_classes"]
         self.class_names = self.preprocess.class_names or [str(c) for c in range(n_classes)]
+        self.multilabel = meta.get("task") == "multilabel"
 
     def top_classes(self, image: str | Path, k: int) -> list[tuple[str, float]]:
-        """The `k` most likely classes of an image file (NotAnImage if it is none) with their probabilities."""
+        """The `k` most likely classes of an image file (NotAnImage if it is none) with their probabilities; for
+        multi-label data the `k` most likely attributes, each with its own probability (sigmoid)."""
         x = self.preprocess(image)
         with torch.inference_mode():
-            probs = torch.softmax(self.model(x).float(), dim=1)[0]
+            logits = self.model(x).float()
+            probs = (torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1))[0]
         top = torch.topk(probs, min(k, len(self.class_names)))
         return [(self.class_names[int(c)], float(p)) for p, c in zip(top.values, top.indices)]

@@ -31,7 +31,7 @@ from evoprune.data.taskdata import TaskData
 from evoprune.deploy.distill import augment_kind, distill_model
 from evoprune.deploy.metrics import latency_ms
 from evoprune.fitness import resolve_device
-from evoprune.metrics import count_params, logits_of, top1
+from evoprune.metrics import count_params, is_multilabel, logits_of, top1
 from evoprune.parent.models import classifier_of
 from evoprune.run.files import DISTILL_METRICS, SPECIALISTS
 from evoprune.run.reader import Run
@@ -154,6 +154,8 @@ def run_specialists(run: Run, cfg: Config, groups: int, top_n: int = 2, pick: in
     (from the parent, or from front member `pick`), and report on test the parent alone against the
     combination, per group, with the cost; writes RUN_DIR/specialists/{metrics.json, specialist-i.pt}."""
     data = run.task_data()
+    if is_multilabel(data.val_y):
+        raise ValueError("specialists group classes the parent confuses; multi-label data have attributes instead")
     device = resolve_device(cfg.fitness.device)
     generalist = run.parent()
     val_probs = F.softmax(logits_of(generalist, data.val_x), dim=1)

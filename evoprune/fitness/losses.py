@@ -10,21 +10,36 @@ from torch import nn
 
 from evoprune.config.vocab import FEATURE_KD_LOSSES, KD_LOSSES, LOGIT_KD_LOSSES
 from evoprune.config.streams import stream_seed
+from evoprune.metrics import is_multilabel, label_loss
 
 DEFAULT_BETA = {"feature": 1.0, "attention": 1000.0}  # FitNets (hint MSE) and Zagoruyko & Komodakis (AT)
 
 
+def binary_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Multi-label KD: the binary KL between the teacher's and the student's temperature-scaled sigmoid of
+    each attribute, summed over attributes and averaged over the batch, times T^2."""
+    p = torch.sigmoid(teacher / temperature)
+    log_s, log_not_s = F.logsigmoid(student / temperature), F.logsigmoid(-student / temperature)
+    log_t, log_not_t = F.logsigmoid(teacher / temperature), F.logsigmoid(-teacher / temperature)
+    kl = p * (log_t - log_s) + (1 - p) * (log_not_t - log_not_s)
+    return kl.sum(1).mean() * temperature ** 2
+
+
 def hinton_kd(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
               temperature: float, alpha: float) -> torch.Tensor:
-    """Hinton et al. (2015): alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(labels).
+    """Hinton et al. (2015): alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(labels); on
+    multi-label targets (N, attributes) the binary KL per attribute (`binary_kd`) and BCE.
 
     The T^2 factor keeps the soft term's gradient scale independent of the temperature.
     """
-    soft = F.kl_div(F.log_softmax(student / temperature, dim=1), F.log_softmax(teacher / temperature, dim=1),
-                    reduction="batchmean", log_target=True) * temperature ** 2
+    if is_multilabel(labels):
+        soft = binary_kd(student, teacher, temperature)
+    else:
+        soft = F.kl_div(F.log_softmax(student / temperature, dim=1), F.log_softmax(teacher / temperature, dim=1),
+                        reduction="batchmean", log_target=True) * temperature ** 2
     if alpha >= 1.0:
         return soft
-    return alpha * soft + (1.0 - alpha) * F.cross_entropy(student, labels)
+    return alpha * soft + (1.0 - alpha) * label_loss(student, labels)
 
 
 def hinton_kd_per_model(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
@@ -53,7 +68,7 @@ def logit_kd(kind: str, student: torch.Tensor, teacher: torch.Tensor, labels: to
         raise ValueError(f"{kind!r} is not a logit KD loss ({', '.join(LOGIT_KD_LOSSES)})")
     if alpha >= 1.0:
         return soft
-    return alpha * soft + (1.0 - alpha) * F.cross_entropy(student, labels)
+    return alpha * soft + (1.0 - alpha) * label_loss(student, labels)
 
 
 def logit_kd_per_model(kind: str, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,

@@ -8,7 +8,7 @@ from torch import nn
 from evoprune.fitness.recipe import recalibrate_bn
 from evoprune.fitness.staged import StagedTask
 from evoprune.genome import Genome
-from evoprune.metrics import count_macs, count_params, logits_of, top1
+from evoprune.metrics import count_macs, count_params, is_multilabel, logits_of, mean_average_precision, top1
 from evoprune.objectives import Objectives
 from evoprune.pruning.materialise import materialise
 
@@ -33,8 +33,12 @@ def objectives(task: StagedTask, n_params: int, macs: int, accuracy: float, kd_l
 
 
 def val_accuracy(task: StagedTask, model: nn.Module) -> float:
-    """Top-1 of `model` on the fixed validation subset the search scores on."""
-    return top1(logits_of(model, task.val_x), task.val_y.cpu())
+    """Top-1 of `model` on the fixed validation subset the search scores on; for multi-label data the mean
+    attribute accuracy, or the mean average precision (`fitness.multilabel_score: map`)."""
+    logits, y = logits_of(model, task.val_x), task.val_y.cpu()
+    if is_multilabel(y) and task.cfg.multilabel_score == "map":
+        return mean_average_precision(logits, y)
+    return top1(logits, y)
 
 
 def checks_regression(task: StagedTask) -> bool:

@@ -23,7 +23,7 @@ from evoprune.config.archs import input_channels
 from evoprune.config.streams import stream_seed
 from evoprune.data.rows import batches
 from evoprune.data.task import TaskData, augment_batch, split_seed
-from evoprune.metrics import accuracy
+from evoprune.metrics import accuracy, label_loss
 from evoprune.parent.files import PARENT_FILES, PARENT_META, PARENT_WEIGHTS
 from evoprune.parent.inputs import check_input_size
 from evoprune.parent.models import build_model, classifier_of
@@ -167,7 +167,7 @@ def train_epochs(model: nn.Module, params: list[nn.Parameter], data: TaskData, e
         for idx, x in zip(index_batches, batches(data.train_x, index_batches, pin=device.type == "cuda")):
             if data.augment != "none":
                 x = augment_batch(x, data.augment, gen)
-            loss = nn.functional.cross_entropy(model(x.to(device)), data.train_y[idx].to(device))
+            loss = label_loss(model(x.to(device)), data.train_y[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -17,7 +17,7 @@ from evoprune.fitness.evaluators.sequential import SequentialEvaluator
 from evoprune.fitness.recipe import finetune_and_recalibrate
 from evoprune.fitness.staged import StagedTask
 from evoprune.genome import Genome
-from evoprune.metrics import logits_of
+from evoprune.metrics import is_multilabel, logits_of
 from evoprune.pruning.draw import pruned_genome
 from evoprune.pruning.materialise import materialise
 from evoprune.pruning.space import SearchSpace
@@ -137,6 +137,9 @@ def choose_evaluator(task: StagedTask, parent: nn.Module, space: SearchSpace,
         return sequential(f"{'auto' if kind == 'auto' else 'configured batched'}: fitness.kd={task.cfg.kd} needs "
                           f"the subnets' feature maps; the batched evaluator supports only logit losses "
                           f"({', '.join(LOGIT_KD_LOSSES)})")
+    if is_multilabel(task.ft_y):
+        return sequential(f"{'auto' if kind == 'auto' else 'configured batched'}: multi-label data; the batched "
+                          "evaluator's population losses are single-label")
     if kind == "auto" and not prefers_batched(task.device):
         return sequential("auto: sequential on a CPU (measured faster there; batched is for CUDA)")
     try:
