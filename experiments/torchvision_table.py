@@ -138,26 +138,31 @@ def write_readme(text: str) -> None:
     README.write_text(readme[:start] + text + readme[end:])
 
 
-def main() -> None:
+def write(results: list[dict]) -> None:
+    """results/torchvision_table.json and README's table, with where and how they were measured."""
     sys.path.insert(0, str(ROOT / "experiments"))
     from provenance import provenance
 
+    prov = provenance()
+    RESULTS.write_text(json.dumps({"provenance": prov, "settings": SETTINGS, "results": results}, indent=1) + "\n")
+    line = (f"Measured at commit {prov['commit'][:7]} ({prov['date'][:10]}, torch {prov['torch']}, "
+            f"{prov['machine']['cpu']}): each model by `evoprune search` at 32x32 (or the size it needs) with one "
+            f"parent epoch on 128 images and 4 evaluations ([results/torchvision_table.json]"
+            f"(results/torchvision_table.json)).")
+    write_readme(table(results, line))
+
+
+def main() -> None:
     names = sys.argv[1:] or all_models()
     results = []
     for name in names:
         r = check(name)
         results.append(r)
         print(f"{name}: {'searches' if r['searches'] else 'no: ' + r['reason']} ({r['seconds']:.0f} s)", flush=True)
-    prov = provenance()
-    doc = {"provenance": prov, "settings": SETTINGS, "results": results}
     if sys.argv[1:]:
-        print(json.dumps(doc, indent=1))
-        return
-    RESULTS.write_text(json.dumps(doc, indent=1) + "\n")
-    line = (f"Measured by `python experiments/torchvision_table.py` at commit {prov['commit'][:7]} ({prov['date'][:10]}, "
-            f"torch {prov['torch']}, {prov['machine']['cpu']}): each model by `evoprune search` at 32x32 (or the "
-            f"size it needs) with one parent epoch on 128 images and 4 evaluations ([results/torchvision_table.json](results/torchvision_table.json)).")
-    write_readme(table(results, line))
+        print(json.dumps(results, indent=1))
+    else:
+        write(results)
 
 
 if __name__ == "__main__":

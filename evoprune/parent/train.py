@@ -86,7 +86,10 @@ def _fingerprint(cfg: Config) -> dict:
     # keys that only the user's own code has are present only when set: caches made before them stay valid
     own = {**({"kwargs": cfg.parent.kwargs} if cfg.parent.kwargs is not None else {}),
            **({"data_factory": d.factory} if d.factory is not None else {}),
-           **({"in_memory": d.in_memory} if d.in_memory is not None else {})}  # a streamed folder's statistics
+           **({"in_memory": d.in_memory} if d.in_memory is not None else {}),  # a streamed folder's statistics
+           **({"task": d.task} if d.task != "single" else {}),
+           **{k: str(Path(v).expanduser().absolute()) for k, v in (("attributes", d.attributes),
+                                                                  ("partition", d.partition)) if v is not None}}
     return {**own, "arch": cfg.parent.arch, "width": cfg.parent.width, "pretrained": cfg.parent.pretrained,
             "frozen_epochs": frozen_epochs(cfg), "epochs": cfg.parent.epochs, "patience": cfg.parent.patience,
             "lr": cfg.parent.lr, "batch_size": cfg.parent.batch_size, "seed": cfg.seed,
