@@ -96,8 +96,8 @@ def test_a_customized_pruner_makes_a_users_layer_prunable():
     from evoprune.pruning import use_custom_layers
 
     digits = torch.randn(300, 1, 8, 8), torch.arange(300) % 10
-    cfg = load_config(overrides=["fitness.steps=2", "fitness.finetune_samples=64", "fitness.val_samples=64",
-                                 "evaluator.kind=sequential"])
+    cfg_sets = ["fitness.steps=2", "fitness.finetune_samples=64", "fitness.val_samples=64", "evaluator.kind=sequential"]
+    cfg = load_config(overrides=cfg_sets)
     try:
         fitness = Fitness.from_model(WithShift(), digits, digits, cfg, customized_pruners={Shift: ShiftPruner()})
         assert "b.0" in fitness.space.names
@@ -110,5 +110,10 @@ def test_a_customized_pruner_makes_a_users_layer_prunable():
             Fitness.from_model(WithShift(), digits, digits, cfg, customized_pruners={Shift: object()})
         with pytest.raises(ValueError, match="not a parameter of the model"):
             Fitness.from_model(WithShift(), digits, digits, cfg, unwrapped_parameters={"nope": 0})
+        from evoprune.pruning.groups import CUSTOM
+
+        Fitness.from_model(WithShift(), digits, digits, cfg, customized_pruners={Shift: ShiftPruner()})
+        Fitness.from_model(WithShift(), digits, digits, load_config(overrides=cfg_sets + ["space.ignore=[b.0]"]))
+        assert not CUSTOM  # a later call without hooks clears an earlier call's
     finally:
         use_custom_layers(nn.Module())  # this process's graphs go back to torch-pruning's own layers

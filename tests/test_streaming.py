@@ -132,3 +132,25 @@ def test_an_image_folder_read_when_used_gives_the_inputs_it_holds(tmp_path, size
         assert torch.allclose(getattr(read, f"{split}_x")[torch.arange(len(y))], x, atol=1e-5), split
     assert read.preprocessing.mean == pytest.approx(held.preprocessing.mean, abs=1e-6)
     assert read.input_shape == held.input_shape and read.n_classes == held.n_classes == 3
+
+
+def test_masks_and_scalars_index_like_a_tensor_and_a_workers_error_is_one_line():
+    from evoprune import ConfigError
+
+    ds = Counted(20)
+    rows = DatasetRows(ds, "train")
+    mask = torch.zeros(20, dtype=torch.bool)
+    mask[[3, 7]] = True
+    assert torch.equal(rows[mask], torch.stack([ds[3][0], ds[7][0]]))
+    assert torch.equal(rows[torch.tensor(4)], ds[4][0]) and torch.equal(rows[np.int64(5)], ds[5][0])
+
+    class Broken(Counted):
+        def __getitem__(self, i):
+            if i == 9:
+                raise ValueError("item 9 is damaged")
+            return super().__getitem__(i)
+
+    broken = DatasetRows(Broken(20), "train", workers=1)
+    with pytest.raises(ConfigError, match="item 9 is damaged") as err:
+        list(batches(broken, torch.arange(20).split(5)))
+    assert "\n" not in str(err.value)

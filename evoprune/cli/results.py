@@ -56,6 +56,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
         if not (key.startswith("distill.") or key == "fitness.device"):
             raise UsageError(f"distill accepts only --set distill.* and fitness.device (got {short(item)})")
     cfg = config_from_dict(apply_overrides(run.config.to_dict(), args.set))
+    if cfg.distill.dml and run.task.get("task") == "multilabel":
+        raise UsageError("distill.dml matches two students' class distributions; this run is multi-label (independent "
+                         "attributes): drop distill.dml")
     if args.student is not None:
         return distill_student(args, run, cfg)
     check_pick(run, args.pick, "--pick")

@@ -193,7 +193,8 @@ class FitnessConfig:
     multilabel_score: Literal["accuracy", "map"] = _f("accuracy", doc=('`data.task: multilabel`: the fitness '
                                                                        'scores the mean attribute accuracy, or the '
                                                                        'mean average precision over attributes'))
-    val_samples: int = _f(0, lo=0, doc='validation samples scored (0: the whole split)')
+    val_samples: int = _f(0, lo=0, doc=('validation samples scored (0: the whole split; a Dataset read on demand: '
+                                         '5,000 of it, seeded)'))
     device: Literal["cpu", "cuda", "auto"] = _f("auto", doc='where fitness runs (`auto`: CUDA when available)')
     precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", doc=('fine-tune autocast precision: `fp32`, `bf16`, '
                                                                  '`fp16` (grad scaler on CUDA)'))

@@ -7,6 +7,8 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from evoprune.config import ConfigError
+
 
 def item_input(item: Any, what: str, row: int) -> torch.Tensor:
     """The input tensor of one (input, label) item, or a one-line TypeError naming the row."""
@@ -73,7 +75,12 @@ class DatasetRows:
         return len(self.shape)
 
     def __getitem__(self, key: int | slice | Sequence[int] | torch.Tensor) -> torch.Tensor:
-        if isinstance(key, int):
+        if isinstance(key, torch.Tensor) and key.dtype == torch.bool:
+            key = torch.nonzero(key.flatten()).flatten()  # a mask selects its True rows, as on a tensor
+        elif isinstance(key, torch.Tensor) and key.dim() == 0:
+            key = int(key)
+        if not isinstance(key, (slice, list, tuple, range, torch.Tensor)):  # an int, or a numpy integer
+            key = int(key)
             return self.read(key if key >= 0 else len(self) + key)
         if isinstance(key, slice):
             key = range(*key.indices(len(self)))
@@ -104,4 +111,10 @@ def batches(x: torch.Tensor | DatasetRows, index_batches: Sequence[torch.Tensor]
         return
     loader = DataLoader(_Inputs(x), batch_sampler=[b.tolist() for b in index_batches], num_workers=x.workers,
                         pin_memory=pin, persistent_workers=False)
-    yield from loader
+    try:
+        yield from loader
+    except Exception as err:  # a worker's error arrives with its whole traceback as the message: keep its last line
+        text = str(err)
+        if "in DataLoader worker process" not in text:
+            raise
+        raise ConfigError("data", f"reading {x.what}: {text.strip().splitlines()[-1]}") from None

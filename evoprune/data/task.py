@@ -165,7 +165,7 @@ def load_data(cfg: DataConfig, seed: int, channels: int | None = None) -> TaskDa
 
     n_classes = _n_classes(src)
     class_names = list(src.classes) if src.classes is not None else [str(c) for c in range(n_classes)]
-    resize = None if cfg.image_size is None else ("shorter_side_crop" if cfg.name == "imagefolder" else "square")
+    resize = None if cfg.image_size is None else ("shorter_side_crop" if cfg.name in ("imagefolder", "attributes") else "square")
     prep = Preprocessing("L" if n_channels == 1 else "RGB", list(x["train"].shape[-2:]), resize,
                          [float(v) for v in mean.ravel()], [float(v) for v in std.ravel()],
                          channels if channels is not None else n_channels, class_names)

@@ -87,7 +87,7 @@ def stage(data: Any, n: int | None, seed: int, what: str) -> tuple[torch.Tensor,
     data = _tensors_of(data)
     rows = _rows(_length(data, what), n, seed)
     if _is_tensors(data):
-        x, y = data[0][rows], data[1][rows]
+        x, y = data[0][rows.to(data[0].device)].cpu(), data[1][rows.to(data[1].device)].cpu()
     else:
         pairs = [_pair(data[int(i)], what, int(i)) for i in rows]
         shapes = {tuple(x.shape) for x, _ in pairs}
@@ -104,7 +104,8 @@ def labels_of(data: Any, rows: torch.Tensor, what: str) -> torch.Tensor:
     """The labels of `rows` of a Dataset: its `targets` (torchvision's convention: ImageFolder, MNIST, CIFAR
     have them) when it has one per item, else read item by item (each item is then read once)."""
     targets = getattr(data, "targets", None)
-    if targets is not None and len(targets) == len(data):
+    # a target_transform changes what items give: their `targets` are then not their labels
+    if targets is not None and len(targets) == len(data) and getattr(data, "target_transform", None) is None:
         return _checked_labels(torch.as_tensor(targets)[rows], what)
     read = tqdm(rows.tolist(), desc=f"reading {what}'s labels (a `targets` attribute would spare it)",
                 disable=len(rows) < 50_000, leave=False)
@@ -149,10 +150,15 @@ def _task(name: str, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Ta
                     test_y=test_y, n_classes=n_classes, class_names=[str(c) for c in range(n_classes)])
 
 
+STREAMED_VAL_SAMPLES = 5000  # `fitness.val_samples: 0` on a split read on demand: a seeded subset of this many
+
+
 def user_task(train: Any, val: Any, n_train: int, n_val: int | None, seed: int) -> TaskData:
     """TaskData from a user's train and validation data, `n_train` and `n_val` (None: all) samples staged.
     It holds no test split (the search never reads one): final reports on test take the user's data."""
     train_xy = stage(train, n_train, stream_seed(seed, "user.stage", 0), "train")
+    if n_val is None and not _is_tensors(_tensors_of(val)):  # a Dataset is read item by item: not all of it
+        n_val = STREAMED_VAL_SAMPLES
     val_x, val_y = stage(val, n_val, stream_seed(seed, "user.stage", 1), "val")
     return _task("user", {"train": train_xy, "val": (val_x, val_y), "test": (val_x[:0], val_y[:0])})
 

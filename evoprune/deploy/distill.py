@@ -95,6 +95,9 @@ def distill_model(student: nn.Module, teacher: nn.Module, data: TaskData, cfg: D
     architecture); without it both use the same names (a subnet keeps its parent's).
     Returns the trained student(s) on the CPU in eval mode and a summary.
     """
+    if second is not None and data.train_y.dim() == 2:
+        raise ValueError("deep mutual learning matches two students' class distributions; multi-label data have "
+                         "independent attributes: drop distill.dml")
     beta = cfg.beta if cfg.beta is not None else getattr(fitness_kd, "beta", None)
     layers: list[str] = []
     teacher_layers: list[str] = []

@@ -181,15 +181,16 @@ def deployment_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_cla
     return out
 
 
-def front_metrics(run_dir: str, picks: list[int] | None = None, runs: int = 20,
+def front_metrics(run_dir: Any, picks: list[int] | None = None, runs: int = 20,
                   weights: str = DEFAULT_WEIGHTS) -> dict[str, Any]:
     """`report --metrics`: deployment metrics on the test split of the parent and of front members
     (`picks`, default all), each with `weights` (see `Run.subnet`; default: the fine-tune the search ran,
-    whose validation accuracy front.json shows). Written to RUN_DIR/metrics.json."""
+    whose validation accuracy front.json shows). Written to RUN_DIR/metrics.json. `run_dir`: a run directory, or
+    a Run (one of `evoprune.search`'s, which holds the data given to it)."""
     from evoprune.run.reader import load_run  # the run's parent and data: torch-pruning only when asked
 
-    run = load_run(run_dir)
-    data = run.task_data()  # the test split: the configured data's, or the data given to a search from Python
+    run = load_run(run_dir) if isinstance(run_dir, (str, os.PathLike)) else run_dir  # a path, or a Run
+    data = run.task_data()  # the test split: the configured data's, or the data given to evoprune.search
     picks = list(range(len(run.front))) if picks is None else picks
     doc: dict[str, Any] = {"split": "test", "weights": weights,
                            "parent": deployment_metrics(run.parent(), data.test_x, data.test_y, data.n_classes,

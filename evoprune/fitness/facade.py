@@ -159,13 +159,13 @@ def user_fitness(model: nn.Module, train: Any, val: Any, config: Config | str | 
                  customized_pruners: dict | None = None, unwrapped_parameters: dict | None = None) -> Fitness:
     """`Fitness.from_model`: a Fitness of a user's trained classifier on their own train and val data."""
     cfg = user_config(config)
-    if customized_pruners or unwrapped_parameters:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model is {type(model).__name__}, expected a torch.nn.Module")
-        if cfg.evaluator.backend == "ray":  # the hooks live in this process; Ray's workers would trace without
-            raise ValueError("customized_pruners and unwrapped_parameters reach this process's evaluators only, "
-                             "not Ray's workers: use evaluator.backend=local")
-        use_custom_layers(model, customized_pruners, unwrapped_parameters)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model is {type(model).__name__}, expected a torch.nn.Module")
+    if (customized_pruners or unwrapped_parameters) and cfg.evaluator.backend == "ray":
+        # the hooks live in this process; Ray's workers would trace without them
+        raise ValueError("customized_pruners and unwrapped_parameters reach this process's evaluators only, "
+                         "not Ray's workers: use evaluator.backend=local")
+    use_custom_layers(model, customized_pruners, unwrapped_parameters)  # none given: an earlier call's are cleared
     parent, data, meta = user_parent_and_data(model, train, val, cfg)
     return Fitness(cfg, data, parent, trace_space(cfg, data, parent), meta)
 
@@ -200,6 +200,8 @@ def user_parent_and_data(model: nn.Module, train: Any, val: Any, cfg: Config) ->
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"model must return class logits of shape (batch, classes); on a batch of {len(probe)} it "
                          f"returned {shape}")
+    if data.train_y.dim() == 2 and logits.shape[1] != data.n_classes:
+        raise ValueError(f"model has {logits.shape[1]} outputs but the data have {data.n_classes} attributes per row")
     if logits.shape[1] < data.n_classes:
         raise ValueError(f"model has {logits.shape[1]} outputs but the data have labels up to {data.n_classes - 1}")
     meta = {"source": "user model", "class": f"{type(model).__module__}.{type(model).__qualname__}"}

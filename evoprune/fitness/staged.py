@@ -11,6 +11,7 @@ from torch import nn
 from evoprune.config import Config, FitnessConfig
 from evoprune.config.streams import stream_seed
 from evoprune.data.task import TaskData
+from evoprune.data.user import STREAMED_VAL_SAMPLES
 from evoprune.fitness.precision import memory_format
 from evoprune.metrics import count_macs, count_params, logits_of
 
@@ -64,7 +65,9 @@ class StagedTask:
         # A capped validation set is a seeded random subset: the splits are stored in source order,
         # which for class-by-class sources (ImageFolder) would score the first classes only.
         n_all = len(data.val_y)
-        n_val = min(fcfg.val_samples or n_all, n_all)
+        # a split read on demand is scored on a seeded subset, not read whole, unless asked for
+        whole = n_all if isinstance(data.val_x, torch.Tensor) else STREAMED_VAL_SAMPLES
+        n_val = min(fcfg.val_samples or whole, n_all)
         pick = torch.arange(n_all) if n_val == n_all else torch.randperm(n_all, generator=gen)[:n_val].sort().values
         val_x = memory_format(fcfg, data.val_x[pick].to(device))
         val_y = data.val_y[pick].to(device)

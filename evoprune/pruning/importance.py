@@ -9,6 +9,7 @@ import torch_pruning as tp
 from torch import nn
 
 from evoprune.config import SpaceConfig
+from evoprune.metrics import label_loss
 from evoprune.pruning.groups import (all_trainable, build_graph, conv_channel_groups, coupled_modules,
                                      prunable_groups)
 from evoprune.pruning.space import GroupSpec, SearchSpace, group_floor
@@ -69,7 +70,7 @@ def build_space(parent: nn.Module, example_input: torch.Tensor, space_cfg: Space
         raise ValueError("the parent has no prunable channel groups")
     with all_trainable(model):
         model.zero_grad()
-        nn.functional.cross_entropy(model(calib_x), calib_y).backward()
+        label_loss(model(calib_x), calib_y).backward()  # class indices, or multi-label rows
     specs, rankings = [], {c: {} for c in criteria if c != "random"}
     if not rankings:  # a random-only population still needs a ranking for repair: use L2
         rankings = {"l2": {}}

@@ -79,6 +79,9 @@ def search(model: nn.Module, train: Any, val: Any, *, test: Any = None, config: 
     run_dir = Path(out)
     writer = RunWriter(run_dir)
     if resume:
+        if not (run_dir / PYTHON_INPUTS).is_file():
+            raise ValueError(f"{run_dir} holds no search started by evoprune.search; resume it with `python -m "
+                             f"evoprune search --resume {run_dir}`")
         _, checkpoint, _ = writer.load_checkpoint()  # CheckpointError when there is none
         changed = resume_changes(checkpoint.get("config") or {}, cfg.to_dict())
         if changed:

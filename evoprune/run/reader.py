@@ -99,9 +99,11 @@ class Run:
 
                 d = self.config.data
                 test = self.given.test if self.given.test is not None else self.given.val
-                self._data = given_task((self.given.train, self.given.val, test),
-                                        (d.max_train_samples, d.max_eval_samples, d.max_eval_samples),
-                                        self.config.seed, None, "data", images=False, workers=d.workers)
+                data = given_task((self.given.train, self.given.val, test),
+                                  (d.max_train_samples, d.max_eval_samples, d.max_eval_samples),
+                                  self.config.seed, None, "data", images=False, workers=d.workers)
+                # the model's outputs, as the search had them (labels need not reach the last class)
+                self._data = replace(data, n_classes=int(self.task["n_classes"]))
         return self._data
 
     @property
