@@ -120,7 +120,8 @@ def row(r: dict) -> str:
     if not r["searches"]:
         return f"| `{r['model']}` | no ({at}) | {r['reason'].replace('|', '/')} |"
     return (f"| `{r['model']}` | yes ({at}) | {r['parent_params'] / 1e6:.1f}M params, {r['groups']} groups, "
-            f"{r['front_members']} front members down to {r['smallest_size_ratio']:.0%} of the size; "
+            f"{r['front_members']} front member{'s' if r['front_members'] != 1 else ''} down to "
+            f"{r['smallest_size_ratio']:.0%} of the size; "
             f"{r['evaluator']} evaluator |")
 
 
@@ -146,7 +147,8 @@ def write(results: list[dict]) -> None:
     prov = provenance()
     RESULTS.write_text(json.dumps({"provenance": prov, "settings": SETTINGS, "results": results}, indent=1) + "\n")
     line = (f"Measured at commit {prov['commit'][:7]} ({prov['date'][:10]}, torch {prov['torch']}, "
-            f"{prov['machine']['cpu']}): each model by `evoprune search` at 32x32 (or the size it needs) with one "
+            f"{prov['machine']['cpu']}, {prov['machine']['cores']} cores): each model by `evoprune search` at 32x32 "
+            f"(or the size it needs) with one "
             f"parent epoch on 128 images and 4 evaluations ([results/torchvision_table.json]"
             f"(results/torchvision_table.json)).")
     write_readme(table(results, line))
