@@ -60,3 +60,15 @@ def test_the_cli_trains_one_specialist_per_group_and_reports_with_and_without(ti
     assert "(the generalist)" in out
     code, out, err = run_cli(["specialists", str(tiny_run), "--groups", "10"])
     assert code == 2 and "between 2 and 9" in err
+
+
+def test_groups_of_your_own_by_name_or_index(tiny_run):
+    code, out, err = run_cli(["specialists", str(tiny_run), "--classes", "3,5,8", "--classes", "1,7",
+                              "--set", "distill.epochs=1", "--runs", "2", "--quiet"])
+    assert code == 0, err
+    doc = json.loads((tiny_run / "specialists" / "metrics.json").read_text())
+    assert doc["groups"] == [[3, 5, 8], [1, 7]] and len(doc["per_group"]) == 2
+    code, out, err = run_cli(["specialists", str(tiny_run), "--classes", "3,eleven"])
+    assert code == 2 and "'eleven' is not a class" in err
+    code, out, err = run_cli(["specialists", str(tiny_run), "--classes", "3,5", "--classes", "5,6"])
+    assert code == 2 and "disjoint" in err

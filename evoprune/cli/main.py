@@ -94,9 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("specialists", help="specialists for the classes the parent confuses (Hinton et al. 2015), "
                                             "combined with it; test accuracy with and without them")
     sp.add_argument("run_dir")
-    sp.add_argument("--groups", type=int, required=True, help="how many groups of confused classes (one specialist each)")
+    how = sp.add_mutually_exclusive_group(required=True)
+    how.add_argument("--groups", type=int, help="how many groups of confused classes (K-means; one specialist each)")
+    how.add_argument("--classes", action="append", metavar="NAMES", help="a group of your own, class names or "
+                     "indices separated by commas (repeat for more groups; the others stay with the parent)")
     sp.add_argument("--top-n", type=int, default=2, help="a specialist is consulted when one of its classes is among "
                     "the parent's top-n for an example (default 2)")
+    sp.add_argument("--name", default="specialists", help="RUN_DIR's subdirectory written (default specialists; "
+                    "another name keeps several groupings side by side)")
     sp.add_argument("--pick", type=int, help="start each specialist from this front member (a smaller subnet) "
                     "instead of the parent")
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

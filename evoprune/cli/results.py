@@ -10,7 +10,7 @@ from evoprune.cli.checks import (check_device, check_feature_layers, check_onnx,
 from evoprune.cli.errors import EXIT_OK, UsageError, as_path, one_line, os_error
 from evoprune.config import apply_overrides, config_from_dict, parse_override, short
 from evoprune.run.files import (DEFAULT_WEIGHTS, DISTILL_CURVE, DISTILL_METRICS, DISTILLED_MODEL, FRONT_JSON,
-                                METRICS_JSON, METRICS_PLOT, SPECIALISTS, distill_dir, student_dir)
+                                METRICS_JSON, METRICS_PLOT, distill_dir, student_dir)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -106,6 +106,20 @@ def distill_student(args: argparse.Namespace, run: Any, cfg: Any) -> int:
     return EXIT_OK
 
 
+def class_indices(text: str, names: list[str]) -> list[int]:
+    """`--classes T-shirt/top,Shirt` or `0,6`: class indices, by name (any case) or number."""
+    lower = {n.lower(): i for i, n in enumerate(names)}
+    out = []
+    for token in (t.strip() for t in text.split(",") if t.strip()):
+        if token.isdigit() and int(token) < len(names):
+            out.append(int(token))
+        elif token.lower() in lower:
+            out.append(lower[token.lower()])
+        else:
+            raise UsageError(f"--classes: {token!r} is not a class of this run ({', '.join(names[:12])})")
+    return out
+
+
 def cmd_specialists(args: argparse.Namespace) -> int:
     run = load_run_arg(args.run_dir, "specialists")
     for item in args.set:
@@ -118,19 +132,29 @@ def cmd_specialists(args: argparse.Namespace) -> int:
     if run.task.get("task") == "multilabel":
         raise UsageError(f"{run.dir} is multi-label: specialists group confused classes, and its outputs are "
                          "attributes")
-    if not 1 < args.groups < n_classes:
+    groups: int | list[list[int]] = args.groups
+    if args.classes:
+        names = run.task_data().class_names or [str(c) for c in range(n_classes)]
+        groups = [class_indices(text, names) for text in args.classes]
+    elif not 1 < args.groups < n_classes:
         raise UsageError(f"--groups {args.groups}: between 2 and {n_classes - 1} (the parent has {n_classes} classes)")
     if args.top_n < 1:
         raise UsageError(f"--top-n {args.top_n}: at least 1")
     check_device(cfg)
     from evoprune.deploy.specialists import run_specialists, specialists_table
 
-    print(f"evoprune specialists: {args.groups} groups of {run.dir}'s classes ({cfg.distill.epochs} epochs each, "
+    what = f"{args.groups} groups" if args.classes is None else f"{len(groups)} given group(s)"
+    print(f"evoprune specialists: {what} of {run.dir}'s classes ({cfg.distill.epochs} epochs each, "
           f"from {'the parent' if args.pick is None else f'front member {args.pick}'})", flush=True)
-    res = run_specialists(run, cfg, args.groups, args.top_n, args.pick, progress=not args.quiet,
-                          metric_runs=args.runs)
+    try:
+        if not args.name or "/" in args.name or args.name.startswith("."):
+            raise ValueError(f"--name {args.name!r}: a plain directory name inside {run.dir}")
+        res = run_specialists(run, cfg, groups, args.top_n, args.pick, progress=not args.quiet, metric_runs=args.runs,
+                              out_name=args.name)
+    except ValueError as exc:  # groups that overlap
+        raise UsageError(str(exc)) from None
     print(specialists_table(res))
-    print(f"wrote {run.dir / SPECIALISTS}/{DISTILL_METRICS}, specialist-0.pt ...")
+    print(f"wrote {run.dir / args.name}/{DISTILL_METRICS}, specialist-0.pt ...")
     return EXIT_OK
 
 

@@ -148,18 +148,24 @@ def combine(general: torch.Tensor, specialists: list[tuple[list[int], torch.Tens
     return q_all.float(), active_count
 
 
-def run_specialists(run: Run, cfg: Config, groups: int, top_n: int = 2, pick: int | None = None,
-                    progress: bool = False, metric_runs: int = 20) -> dict[str, Any]:
-    """`evoprune specialists`: group the classes the run's parent confuses, train one specialist per group
-    (from the parent, or from front member `pick`), and report on test the parent alone against the
-    combination, per group, with the cost; writes RUN_DIR/specialists/{metrics.json, specialist-i.pt}."""
+def run_specialists(run: Run, cfg: Config, groups: int | list[list[int]], top_n: int = 2, pick: int | None = None,
+                    progress: bool = False, metric_runs: int = 20, out_name: str = SPECIALISTS) -> dict[str, Any]:
+    """`evoprune specialists`: group the classes the run's parent confuses (`groups` of them by K-means, or
+    the given lists of class indices), train one specialist per group (from the parent, or from front member
+    `pick`), and report on test the parent alone against the combination, per group, with the cost; writes
+    RUN_DIR/`out_name`/{metrics.json, specialist-i.pt}."""
     data = run.task_data()
     if is_multilabel(data.val_y):
         raise ValueError("specialists group classes the parent confuses; multi-label data have attributes instead")
     device = resolve_device(cfg.fitness.device)
     generalist = run.parent()
-    val_probs = F.softmax(logits_of(generalist, data.val_x), dim=1)
-    classes_of = confusable_groups(val_probs, groups, cfg.seed)
+    if isinstance(groups, int):
+        classes_of = confusable_groups(F.softmax(logits_of(generalist, data.val_x), dim=1), groups, cfg.seed)
+    else:  # the user's own groups: the classes in none are left to the parent
+        classes_of = [sorted(set(g)) for g in groups]
+        bad = [c for g in classes_of for c in g if not 0 <= c < data.n_classes]
+        if bad or any(not g for g in classes_of) or len({c for g in classes_of for c in g}) < sum(map(len, classes_of)):
+            raise ValueError(f"groups must be disjoint, non-empty lists of class indices 0..{data.n_classes - 1}")
     start = run.subnet(pick) if pick is not None else generalist
     aug = augment_kind(cfg, data.input_shape)
     models = []
@@ -192,7 +198,7 @@ def run_specialists(run: Run, cfg: Config, groups: int, top_n: int = 2, pick: in
             "combined_accuracy": top1(q[inside], y[inside]),
             "specialist_accuracy_own_task": top1(logits, mapped[y]), "params": count_params(model),
             "latency_ms": latency_ms(model, one, runs=metric_runs)})
-    out = Path(run.dir) / SPECIALISTS
+    out = Path(run.dir) / out_name
     out.mkdir(parents=True, exist_ok=True)
     for i, model in enumerate(models):
         atomic_write(out / f"specialist-{i}.pt", lambda fh, m=model: torch.save(m.state_dict(), fh), binary=True)
