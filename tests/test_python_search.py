@@ -16,7 +16,7 @@ from torch.utils.data import TensorDataset
 
 import evoprune
 from evoprune.deploy.export import export, load_exported
-from evoprune.run.files import PARENT_MODULE, PYTHON_INPUTS
+from evoprune.run.files import PARENT_WEIGHTS, PYTHON_INPUTS
 
 SETS = ["fitness.steps=3", "fitness.batch_size=32", "fitness.finetune_samples=128", "fitness.val_samples=96",
         "search.population=4", "search.offspring=4", "search.patience=0", "evaluator.kind=sequential",
@@ -94,13 +94,13 @@ def test_search_writes_a_run_whose_front_is_non_dominated_and_smaller(searched):
         assert not any(b["accuracy"] >= a["accuracy"] and b["size_ratio"] <= a["size_ratio"] and b is not a
                        and (b["accuracy"], b["size_ratio"]) != (a["accuracy"], a["size_ratio"]) for b in front)
     given = json.loads((searched.dir / PYTHON_INPUTS).read_text())
-    assert given["model_class"] == "mymodels.Hooked" and given["model_pickled"] and given["test_given"]
-    assert (searched.dir / PARENT_MODULE).is_file()
+    assert given["model_class"] == "mymodels.Hooked" and given["test_given"]
+    assert (searched.dir / PARENT_WEIGHTS).is_file()  # the weights, never the class: nothing is pickled
     for name in ("front.json", "evaluations.csv", "history.csv", "pareto.png", "checkpoint.json"):
         assert (searched.dir / name).is_file(), name
 
 
-def test_the_run_rebuilds_and_exports_what_the_front_said(searched, tmp_path):
+def test_the_run_rebuilds_and_exports_what_the_front_said(user, searched, tmp_path):
     k = len(searched.front) - 1
     model = searched.subnet(k)
     assert sum(p.numel() for p in model.parameters()) == searched.front[k]["n_params"]
@@ -108,20 +108,22 @@ def test_the_run_rebuilds_and_exports_what_the_front_said(searched, tmp_path):
     meta = export(searched, k, tmp_path / "exp")
     assert meta["val_accuracy"] == pytest.approx(searched.front[k]["accuracy"], abs=1e-9)
     assert meta["preprocessing"] is None and meta["n_classes"] == 10
-    reloaded = load_exported(tmp_path / "exp")
+    with pytest.raises(ValueError, match="parent=an instance"):
+        load_exported(tmp_path / "exp")
+    reloaded = load_exported(tmp_path / "exp", parent=user[1].Hooked())  # any instance: the weights are the export's
     x = searched.task_data().test_x[:8]
     with torch.no_grad():
         assert torch.equal(reloaded(x), model(x))
 
 
-def test_another_process_reloads_the_run_with_the_data_given_again(user, searched):
+def test_another_process_reloads_the_run_with_an_untrained_instance_and_the_data_given_again(user, searched):
     root, *_ = user
     script = textwrap.dedent(f'''
         import sys
         sys.path.insert(0, {str(root)!r})
         import evoprune, mymodels
         train, val, test = mymodels.splits()
-        run = evoprune.load_run({str(searched.dir)!r}, train=train, val=val, test=test)
+        run = evoprune.load_run({str(searched.dir)!r}, model=mymodels.Hooked(), train=train, val=val, test=test)
         k = len(run.front) - 1
         print(type(run.parent()).__name__, run.val_accuracy(run.subnet(k)) == run.front[k]["accuracy"])
     ''')
@@ -154,10 +156,10 @@ def test_resume_continues_to_the_same_front_as_an_uninterrupted_search(user, sea
                         progress=False)
 
 
-def test_a_class_that_cannot_be_pickled_needs_the_model_given_again(user, tmp_path):
-    _, _, model, (train, val, _) = user
+def test_a_class_defined_in_a_function_reloads_from_an_instance_given_again(user, tmp_path):
+    _, mymodels, model, (train, val, _) = user
 
-    class Local(nn.Module):  # defined in a function: pickle cannot find it by name
+    class Local(nn.Module):  # defined in a function: no file could name it, the user gives an instance
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
@@ -165,14 +167,11 @@ def test_a_class_that_cannot_be_pickled_needs_the_model_given_again(user, tmp_pa
         def forward(self, x):
             return self.inner(x)
 
-    wrapped = Local(copy.deepcopy(model))
-    evoprune.search(wrapped, train, val, overrides=SETS + ["search.generations=1"], out=tmp_path / "l",
-                    progress=False)
-    given = json.loads((tmp_path / "l" / PYTHON_INPUTS).read_text())
-    assert not given["model_pickled"] and "Local" in given["pickle_error"]
+    evoprune.search(Local(copy.deepcopy(model)), train, val, overrides=SETS + ["search.generations=1"],
+                    out=tmp_path / "l", progress=False)
     with pytest.raises(ValueError, match="model=..."):
         evoprune.load_run(tmp_path / "l", train=train, val=val).parent()
-    run = evoprune.load_run(tmp_path / "l", model=wrapped, train=train, val=val)
+    run = evoprune.load_run(tmp_path / "l", model=Local(mymodels.Hooked()), train=train, val=val)  # untrained
     assert run.val_accuracy(run.subnet(0)) == pytest.approx(run.front[0]["accuracy"], abs=1e-9)
 
 

@@ -3,15 +3,14 @@
 The export reloads from plain data and tensors only: `load_exported(DIR)` builds the parent architecture from
 the stored config (no parent weights needed), materialises the genome (the same pruned shapes) and
 loads `subnet.pt` with `weights_only=True`. A search from Python (`evoprune.search`) has no config that builds
-its parent, so its export also holds the pruned module pickled whole (`subnet_module.pt`), which needs the
-user's class importable where it is loaded.
+its parent: `load_exported(DIR, parent=an instance of the user's class)` materialises the genome on it instead.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import json
-import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from evoprune.run.reader import Run
 from evoprune.run.files import DEFAULT_WEIGHTS
 
 SUBNET, GENOME, EXPORT, METRICS = "subnet.pt", "genome.json", "export.json", "metrics.json"
-SUBNET_MODULE = "subnet_module.pt"  # the pruned module pickled whole: a search from Python's export
 TORCHSCRIPT, ONNX = "subnet.torchscript.pt", "subnet.onnx"
 ONNX_PACKAGES = ("onnx", "onnxscript")
 
@@ -54,8 +52,9 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def load_exported(directory: str | Path) -> nn.Module:
-    """The exported subnet (eval mode, CPU): parent architecture from the config, genome, subnet.pt.
+def load_exported(directory: str | Path, parent: nn.Module | None = None) -> nn.Module:
+    """The exported subnet (eval mode, CPU): parent architecture from the config (or `parent`, an instance of
+    the user's class for an export of `evoprune.search`'s run; its weights do not matter), genome, subnet.pt.
 
     `model.preprocess` turns an image (PIL image or file path) into the model's input, as the training
     data were prepared (export.json's `preprocessing`): `model(model.preprocess("cat.png"))`."""
@@ -64,14 +63,12 @@ def load_exported(directory: str | Path) -> nn.Module:
     cfg = config_from_dict(meta["config"])
     genome = Genome.from_json(json.loads((d / GENOME).read_text()))
     shape = tuple(meta["input_shape"])
-    if meta["files"].get("module"):  # a user's own class: rebuilt by pickle, its weights checked below
-        try:
-            model = torch.load(d / meta["files"]["module"], map_location="cpu", weights_only=False)
-        except (AttributeError, ImportError, pickle.UnpicklingError) as err:
-            raise ValueError(f"{d / meta['files']['module']} holds a pruned {meta['parent']['arch']}, which cannot "
-                             f"be loaded here ({type(err).__name__}: {err}); import the module defining it first") from None
-    else:
-        model = materialise(build_parent(cfg.parent, shape, meta["n_classes"]).eval(), genome, torch.zeros((1, *shape)))
+    if parent is None and meta["parent"].get("given"):
+        raise ValueError(f"{d} is a subnet of a {meta['parent']['arch']} searched from Python, which no file can "
+                         "rebuild: load_exported(directory, parent=an instance of that class)")
+    if parent is None:
+        parent = build_parent(cfg.parent, shape, meta["n_classes"])
+    model = materialise(copy.deepcopy(parent).cpu().eval(), genome, torch.zeros((1, *shape)))
     state = torch.load(d / SUBNET, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     if meta.get("preprocessing"):
@@ -107,18 +104,12 @@ def export(run: Run, pick: int, out: str | Path, weights: str = DEFAULT_WEIGHTS,
         "class_names": data.class_names, "preprocessing": data.preprocessing.to_json() if data.preprocessing else None,
         "parent": {"run_dir": str(run.dir.resolve()), "weights": str(parent_weights.resolve()),
                    "sha256": sha256(parent_weights),
-                   "arch": run.python["model_class"] if run.python else run.config.parent.arch},
+                   "arch": run.python["model_class"] if run.python else run.config.parent.arch,
+                   "given": run.python is not None},
         "config": run.config.to_dict(), "torch": torch.__version__,
         "files": {"state_dict": SUBNET, "genome": GENOME, "metrics": METRICS},
     }
     atomic_write(out / SUBNET, lambda fh: torch.save(model.state_dict(), fh), binary=True)
-    if run.python is not None:
-        try:
-            atomic_write(out / SUBNET_MODULE, lambda fh: torch.save(model, fh), binary=True)
-        except (pickle.PicklingError, AttributeError, TypeError) as err:
-            raise ValueError(f"{run.python['model_class']} cannot be pickled ({type(err).__name__}: {err}), so "
-                             "its pruned copy cannot be exported: define the class at a module's top level") from None
-        meta["files"]["module"] = SUBNET_MODULE
     write_json(out / GENOME, run.genome(pick).to_json())
     write_json(out / EXPORT, meta)
 
@@ -126,7 +117,7 @@ def export(run: Run, pick: int, out: str | Path, weights: str = DEFAULT_WEIGHTS,
     x = data.test_x[:64]
     with torch.no_grad():
         expected = model(x)
-        diff = _same(load_exported(out)(x), expected)
+        diff = _same(load_exported(out, run.parent() if run.python else None)(x), expected)
     if diff != 0.0:
         raise RuntimeError(f"the reloaded export differs from the model (max |diff| {diff:.3g})")
     meta["check"] = {"reload_max_abs_diff": diff}

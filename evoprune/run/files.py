@@ -21,7 +21,6 @@ METRICS_JSON = "metrics.json"  # `report --metrics`: deployment metrics of the p
 METRICS_PLOT = "metrics.png"
 # A search started in Python (`evoprune.search`) on the user's own model and data objects:
 PYTHON_INPUTS = "python_inputs.json"  # what was given (the model's class, whether a test split was)
-PARENT_MODULE = "parent_module.pt"  # the user's nn.Module pickled whole (torch.save), as no config can rebuild it
 
 # The weights a front member can be had with (Run.subnet, `--weights`).
 WEIGHTS = ("finetuned", "pruned", "distilled")
@@ -39,7 +38,7 @@ SPECIALISTS = "specialists"  # `evoprune specialists`: specialist-i.pt and metri
 # What a fresh search writes; a new run in an old run's directory removes these first, so that
 # neither a stale checkpoint nor a stale front can be mistaken for the new run's.
 RUN_OUTPUTS = (CHECKPOINT, CHECKPOINT_PREV, FRONT_JSON, FRONT_CSV, EVALUATIONS, HISTORY, PARETO_PLOT,
-               HYPERVOLUME_PLOT, TASK, SPACE, FAILED_GENOME, PYTHON_INPUTS, PARENT_MODULE)
+               HYPERVOLUME_PLOT, TASK, SPACE, FAILED_GENOME, PYTHON_INPUTS)
 # Everything a search writes in its directory, the cached parent included.
 RUN_FILES = RUN_OUTPUTS + (CONFIG, PARENT_WEIGHTS, PARENT_META)
 # Any of these makes a directory an evoprune run (possibly one that stopped before its first generation).
@@ -47,7 +46,7 @@ RUN_MARKERS = (CONFIG, CHECKPOINT, CHECKPOINT_PREV, PARENT_META)
 
 __all__ = ["CHECKPOINT", "CHECKPOINT_PREV", "CONFIG", "DEFAULT_WEIGHTS", "WEIGHTS", "DISTILLED_MODEL", "DISTILLED_SECOND_MODEL", "DISTILL_CURVE",
            "DISTILL_METRICS", "EVALUATIONS", "FAILED_GENOME", "FRONT_CSV", "FRONT_JSON", "HISTORY", "HYPERVOLUME_PLOT",
-           "METRICS_JSON", "METRICS_PLOT", "PARENT_META", "PARENT_MODULE", "PYTHON_INPUTS", "PARENT_WEIGHTS", "PARETO_PLOT", "RUN_FILES", "RUN_MARKERS",
+           "METRICS_JSON", "METRICS_PLOT", "PARENT_META", "PYTHON_INPUTS", "PARENT_WEIGHTS", "PARETO_PLOT", "RUN_FILES", "RUN_MARKERS",
            "RUN_OUTPUTS", "SPACE", "SPECIALISTS", "STUDENT_LABELS_MODEL", "TASK", "distill_dir", "student_dir"]
 
 

@@ -3,7 +3,6 @@ run directory that `load_run`, distill and export read like a CLI search's."""
 from __future__ import annotations
 
 import copy
-import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -13,7 +12,7 @@ from torch import nn
 from evoprune.atomic import atomic_write, write_json
 from evoprune.config import Config, apply_overrides, config_from_dict, save_config
 from evoprune.evolve.callbacks import SearchCallback
-from evoprune.run.files import CONFIG, PARENT_MODULE, PARENT_WEIGHTS, PYTHON_INPUTS, RUN_MARKERS
+from evoprune.run.files import CONFIG, PARENT_WEIGHTS, PYTHON_INPUTS, RUN_MARKERS
 from evoprune.run.reader import Run, load_run
 from evoprune.run.search import RunDirSearch
 from evoprune.run.writer import RESUME_OVERRIDABLE, RunWriter, pin_evaluator, resume_changes
@@ -24,8 +23,8 @@ if TYPE_CHECKING:
 
 
 class _KeepParent(SearchCallback):
-    """Writes what no config can rebuild when a fresh search starts (after the writer has cleared the
-    directory): the user's model pickled whole, its state_dict, and what the search was given."""
+    """Writes, when a fresh search starts (after the writer has cleared the directory), the parent's
+    state_dict and what the search was given: the model's class (rebuilt by the user, as no config can)."""
 
     def __init__(self, run_dir: Path, given_test: bool):
         self.dir = run_dir
@@ -36,17 +35,10 @@ class _KeepParent(SearchCallback):
             return
         parent = copy.deepcopy(fitness.parent).cpu().eval()
         atomic_write(self.dir / PARENT_WEIGHTS, lambda fh: torch.save(parent.state_dict(), fh), binary=True)
-        try:  # by reference to its class: a class defined in a notebook or inside a function may not pickle
-            atomic_write(self.dir / PARENT_MODULE, lambda fh: torch.save(parent, fh), binary=True)
-            pickled = None
-        except (pickle.PicklingError, AttributeError, TypeError) as err:
-            (self.dir / PARENT_MODULE).unlink(missing_ok=True)
-            pickled = f"{type(err).__name__}: {err}"
         write_json(self.dir / PYTHON_INPUTS, {
-            "model_class": fitness.parent_meta.get("class"), "model_pickled": pickled is None,
-            "pickle_error": pickled, "test_given": self.given_test,
-            "data": "given as objects to evoprune.search; load_run(run_dir, train=..., val=..., test=...) takes "
-                    "them again"})
+            "model_class": fitness.parent_meta.get("class"), "test_given": self.given_test,
+            "given": "the model and data were objects: load_run(run_dir, model=..., train=..., val=..., test=...) "
+                     "takes them again (the model's weights are loaded from parent.pt)"})
 
 
 def _config(config: Config | str | Path | None, overrides: Sequence[str]) -> Config:
@@ -67,7 +59,7 @@ def search(model: nn.Module, train: Any, val: Any, *, test: Any = None, config: 
 
     `train`, `val` (and `test`, for final reports; val where absent): map-style Datasets of (input tensor,
     class index) or (x, y) tensor pairs; the search reads only the fitness' rows. `model` is deep-copied,
-    never trained or moved, and pickled into the run (its class must be importable to load it elsewhere).
+    never trained or moved; its weights are saved in the run (parent.pt), its class is yours to give again.
     `config`: a Config, a YAML path or None (defaults; its data and parent sections are unused);
     `overrides`: `["search.generations=3", ...]` as `--set`. `resume=True` continues `out`'s checkpoint (same
     config, model and data); a directory holding another run needs `force=True`. `customized_pruners`,

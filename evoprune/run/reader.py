@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import json
-import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,15 @@ from evoprune.data.taskdata import TaskData
 from evoprune.genome import Genome
 from evoprune.parent.train import build_parent, load_state_dict_file
 from evoprune.pruning.materialise import materialise
-from evoprune.run.files import (CONFIG, DEFAULT_WEIGHTS, DISTILL_METRICS, DISTILLED_MODEL, FRONT_JSON, PARENT_MODULE,
+from evoprune.run.files import (CONFIG, DEFAULT_WEIGHTS, DISTILL_METRICS, DISTILLED_MODEL, FRONT_JSON,
                                 PARENT_WEIGHTS, PYTHON_INPUTS, SPACE, TASK, WEIGHTS, distill_dir)
 
 
 @dataclass
 class GivenInputs:
     """The objects a search started in Python was given (`evoprune.search`), which no file can hold: the
-    user's model (also pickled into the run) and their train, val and (optional) test data."""
+    user's model (an instance of its class: the run holds its weights) and their train, val and (optional)
+    test data."""
 
     model: nn.Module | None = None
     train: Any = None
@@ -59,28 +59,24 @@ class Run:
         return model.eval()
 
     def _given_parent(self) -> nn.Module:
-        """A search from Python: the model given to load_run, else the pickled one (its class must be importable)."""
-        if self.given.model is not None:
-            return copy.deepcopy(self.given.model).cpu().eval()
-        cls = self.python.get("model_class")
-        if not self.python.get("model_pickled", True):
-            raise ValueError(f"{self.dir}'s parent, a {cls}, could not be pickled when it was searched "
-                             f"({self.python.get('pickle_error')}); pass it: evoprune.load_run(run_dir, model=...)")
-        try:  # the user's own pickle, written by their own search: loading it runs their class's code
-            model = torch.load(self.dir / PARENT_MODULE, map_location="cpu", weights_only=False)
-        except (AttributeError, ImportError, pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-            raise ValueError(f"{self.dir / PARENT_MODULE} holds a {cls} that cannot be loaded here "
-                             f"({type(err).__name__}: {err}); import the module that defines that class first, or "
-                             "pass the model: evoprune.load_run(run_dir, model=...)") from None
+        """A search from Python: the model given to load_run (a copy), with the searched parent's weights."""
+        if self.given.model is None:
+            raise ValueError(f"{self.dir}'s parent is a {self.python.get('model_class')}, which no file can rebuild: "
+                             "pass an instance, evoprune.load_run(run_dir, model=...) (its weights come from "
+                             f"{PARENT_WEIGHTS})")
+        model = copy.deepcopy(self.given.model).cpu()
+        load_state_dict_file(model, self.parent_weights)
         return model.eval()
 
     def data_problem(self) -> str | None:
-        """Why this run's data cannot be had (a search from Python whose train and val were not given again)."""
-        if self.python is None or (self.given.train is not None and self.given.val is not None):
+        """Why this run's data cannot be had (a search from Python whose model, train and val were not given
+        again)."""
+        given = self.given
+        if self.python is None or all(v is not None for v in (given.model, given.train, given.val)):
             return None
         return (f"{self.dir} was searched from Python on data objects (evoprune.search), which a run directory "
-                "does not hold: in Python, run = evoprune.load_run(run_dir, train=..., val=..., test=...) and "
-                "pass that run to distill or export")
+                "does not hold: in Python, run = evoprune.load_run(run_dir, train=..., val=..., test=..., "
+                "model=...) and pass that run to distill or export")
 
     def task_data(self) -> TaskData:
         """The task's whole splits, for final distillation and test reports: the configured data, or for a
@@ -199,9 +195,9 @@ def load_run(run_dir: str | Path, *, model: nn.Module | None = None, train: Any 
              test: Any = None) -> Run:
     """The run in `run_dir` (FileNotFoundError naming the missing file when it is not one).
 
-    A search started in Python (`evoprune.search`) kept its model pickled but not its data: give `train`
-    and `val` (and `test`) again, as they were given to the search, for its fine-tuned subnets, distill and
-    export; `model` when its class cannot be imported here. ValueError for these on a CLI search's run."""
+    A search started in Python (`evoprune.search`) kept its model's weights but neither its class nor its
+    data: give `model` (an instance of the class; the run's weights are loaded into a copy) and `train` and
+    `val` (and `test`) again, as they were given to the search, for its subnets, distill and export. ValueError for these on a CLI search's run."""
     run = Path(run_dir)
     for name in (CONFIG, TASK, FRONT_JSON):
         if not (run / name).is_file():
