@@ -49,13 +49,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_distill(args: argparse.Namespace) -> int:
-    run = load_run_arg(args.run_dir, "distill")
-    for item in args.set:
+def distill_config(run: Any, sets: list[str], command: str) -> Any:
+    """The run's config with `--set` overrides, which may touch only distill.* and fitness.device."""
+    for item in sets:
         key = ".".join(parse_override(item)[0])
         if not (key.startswith("distill.") or key == "fitness.device"):
-            raise UsageError(f"distill accepts only --set distill.* and fitness.device (got {short(item)})")
-    cfg = config_from_dict(apply_overrides(run.config.to_dict(), args.set))
+            raise UsageError(f"{command} accepts only --set distill.* and fitness.device (got {short(item)})")
+    return config_from_dict(apply_overrides(run.config.to_dict(), sets))
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    run = load_run_arg(args.run_dir, "distill")
+    cfg = distill_config(run, args.set, "distill")
     if cfg.distill.dml and run.task.get("task") == "multilabel":
         raise UsageError("distill.dml matches two students' class distributions; this run is multi-label (independent "
                          "attributes): drop distill.dml")
@@ -122,11 +127,7 @@ def class_indices(text: str, names: list[str]) -> list[int]:
 
 def cmd_specialists(args: argparse.Namespace) -> int:
     run = load_run_arg(args.run_dir, "specialists")
-    for item in args.set:
-        key = ".".join(parse_override(item)[0])
-        if not (key.startswith("distill.") or key == "fitness.device"):
-            raise UsageError(f"specialists accepts only --set distill.* and fitness.device (got {short(item)})")
-    cfg = config_from_dict(apply_overrides(run.config.to_dict(), args.set))
+    cfg = distill_config(run, args.set, "specialists")
     check_pick(run, args.pick, "--pick")
     n_classes = run.task["n_classes"]
     if run.task.get("task") == "multilabel":

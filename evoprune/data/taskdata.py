@@ -7,6 +7,7 @@ import torch
 
 from evoprune.data.preprocess import Preprocessing
 from evoprune.data.rows import DatasetRows
+from evoprune.metrics import is_multilabel
 
 
 @dataclass
@@ -38,6 +39,6 @@ class TaskData:
 
     def describe(self) -> dict:
         return {"name": self.name, "input_shape": list(self.input_shape), "n_classes": self.n_classes,
-                "task": "multilabel" if self.train_y.dim() == 2 else "single",
+                "task": "multilabel" if is_multilabel(self.train_y) else "single",
                 "n_train": len(self.train_y), "n_val": len(self.val_y), "n_test": len(self.test_y),
                 "augment": self.augment}

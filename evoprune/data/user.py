@@ -15,6 +15,7 @@ from evoprune.config.imports import call
 from evoprune.config.streams import stream_seed
 from evoprune.data.rows import DatasetRows
 from evoprune.data.taskdata import TaskData
+from evoprune.metrics import is_multilabel
 
 
 def _pair(item: Any, what: str, row: int) -> tuple[torch.Tensor, Any]:
@@ -137,7 +138,7 @@ def _task(name: str, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Ta
     for split, (x, _) in list(splits.items())[1:]:
         if len(x) and x.shape[1:] != train_x.shape[1:]:
             raise ValueError(f"train inputs are {tuple(train_x.shape[1:])} but {split} inputs {tuple(x.shape[1:])}")
-    if train_y.dim() == 2:  # multi-label: one output per attribute
+    if is_multilabel(train_y):  # multi-label: one output per attribute
         if any(y.dim() != 2 or y.shape[1] != train_y.shape[1] for _, y in splits.values() if len(y)):
             raise ValueError(f"every split needs {train_y.shape[1]} attributes per row, as train has")
         n_classes = int(train_y.shape[1])
@@ -193,7 +194,7 @@ def factory_task(cfg: DataConfig, seed: int, channels: int | None) -> TaskData:
         data = given_task(splits, caps, seed, channels, cfg.factory, images=True, workers=cfg.workers)
     except (TypeError, ValueError) as exc:
         raise ConfigError("data.factory", str(exc)) from None
-    if (data.train_y.dim() == 2) != (cfg.task == "multilabel"):
-        got = "rows of 0/1 attributes" if data.train_y.dim() == 2 else "class indices"
+    if is_multilabel(data.train_y) != (cfg.task == "multilabel"):
+        got = "rows of 0/1 attributes" if is_multilabel(data.train_y) else "class indices"
         raise ConfigError("data.task", f"{cfg.factory}'s labels are {got}, but data.task is {cfg.task}")
     return replace(data, name="python")

@@ -22,7 +22,7 @@ from evoprune.deploy.metrics import deployment_metrics
 from evoprune.fitness import resolve_device
 from evoprune.config.vocab import FEATURE_KD_LOSSES
 from evoprune.fitness.losses import FeatureTap, KDLoss, default_feature_layers, mutual_kl
-from evoprune.metrics import accuracy
+from evoprune.metrics import accuracy, is_multilabel
 from evoprune.run.files import (DEFAULT_WEIGHTS, DISTILL_CURVE, DISTILL_METRICS, DISTILLED_MODEL, DISTILLED_SECOND_MODEL,
                                 distill_dir)
 from evoprune.run.reader import Run
@@ -95,7 +95,7 @@ def distill_model(student: nn.Module, teacher: nn.Module, data: TaskData, cfg: D
     architecture); without it both use the same names (a subnet keeps its parent's).
     Returns the trained student(s) on the CPU in eval mode and a summary.
     """
-    if second is not None and data.train_y.dim() == 2:
+    if second is not None and is_multilabel(data.train_y):
         raise ValueError("deep mutual learning matches two students' class distributions; multi-label data have "
                          "independent attributes: drop distill.dml")
     beta = cfg.beta if cfg.beta is not None else getattr(fitness_kd, "beta", None)

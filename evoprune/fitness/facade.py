@@ -21,6 +21,7 @@ from evoprune.fitness.scoring import score, score_before
 from evoprune.fitness.scoring import val_accuracy as task_val_accuracy
 from evoprune.fitness.staged import StagedTask
 from evoprune.genome import Genome
+from evoprune.metrics import is_multilabel
 from evoprune.objectives import Objectives
 from evoprune.parent.train import get_parent, parent_channels
 from evoprune.pruning.groups import use_custom_layers
@@ -200,7 +201,7 @@ def user_parent_and_data(model: nn.Module, train: Any, val: Any, cfg: Config) ->
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"model must return class logits of shape (batch, classes); on a batch of {len(probe)} it "
                          f"returned {shape}")
-    if data.train_y.dim() == 2 and logits.shape[1] != data.n_classes:
+    if is_multilabel(data.train_y) and logits.shape[1] != data.n_classes:
         raise ValueError(f"model has {logits.shape[1]} outputs but the data have {data.n_classes} attributes per row")
     if logits.shape[1] < data.n_classes:
         raise ValueError(f"model has {logits.shape[1]} outputs but the data have labels up to {data.n_classes - 1}")
